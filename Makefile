@@ -1,0 +1,39 @@
+# llmcourse: two commands, each sets everything up first.
+#   make book   build the book into _build/html, every notebook executed
+#   make test   run every test, the strict book build included
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# nbgrader calls `alembic` from PATH: the venv's bin comes first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Progress bars are for people at a terminal or in Jupyter; not in the built book or logs.
+BOOK_ENV := TQDM_DISABLE=1 MPLBACKEND=Agg
+
+.PHONY: setup book test release clean lab
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name llmcourse --display-name "Python (llmcourse)" >/dev/null
+	touch $(STAMP)
+
+book: setup
+	$(BOOK_ENV) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
+	@echo "open _build/html/index.html"
+
+test: setup
+	$(PY) -m pytest
+
+# Regenerate exercises/ from solutions/ (the release is never edited by hand).
+release: setup
+	for a in $$(ls solutions); do $(VENV)/bin/nbgrader generate_assignment $$a --force || exit 1; done
+
+lab: setup
+	$(VENV)/bin/jupyter lab exercises
+
+clean:
+	rm -rf _build

@@ -1,0 +1,194 @@
+"""A decoder-only Transformer language model (GPT).
+
+Papers: Radford, Narasimhan, Salimans, Sutskever (2018), "Improving Language
+Understanding by Generative Pre-Training" (section 3.1: a stack of masked
+self-attention blocks trained to predict the next token); the block layout follows
+GPT-2 (Radford et al. 2019): layer norm *before* attention and MLP (Pre-LN, see
+Xiong et al. 2020, arXiv:2002.04745), a final layer norm, learned positions, and the
+output layer tied to the token embedding.
+
+Reading order follows karpathy/nanoGPT's ``model.py``: attention, MLP, block, config,
+model. Checked by ``tests/test_gpt.py``: shapes, the two attention paths agreeing,
+no information flowing from future tokens (a gradient check), a tiny batch overfitting.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import causal_mask, merge_heads, scaled_dot_product_attention, split_heads
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where token t sees tokens 0..t only.
+
+    One ``c_attn`` linear makes queries, keys and values at once (as GPT-2 does);
+    ``fused=True`` calls PyTorch's fused kernel, ``False`` the course's own
+    :func:`~llmcourse.attention.scaled_dot_product_attention`: same numbers, the fused
+    one is faster and uses less memory.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, block_size: int, dropout: float = 0.0,
+                 bias: bool = True, fused: bool = True):
+        super().__init__()
+        assert n_embd % n_head == 0
+        self.n_head, self.dropout, self.fused = n_head, dropout, fused
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.register_buffer("mask", causal_mask(block_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))   # (B, nh, T, hs)
+        if self.fused:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:
+            y, _ = scaled_dot_product_attention(q, k, v, self.mask[:T, :T], self.attn_dropout)
+        return self.resid_dropout(self.c_proj(merge_heads(y)))      # (B, T, C)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: Linear(C, 4C), GELU, Linear(4C, C)."""
+
+    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """x + attn(ln(x)), then x + mlp(ln(x)): the Pre-LN residual block."""
+
+    def __init__(self, cfg: "GPTConfig"):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.block_size, cfg.dropout,
+                                        cfg.bias, cfg.fused_attention)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a GPT. Defaults: the course's pretrained character-level model."""
+
+    vocab_size: int = 78          #: number of distinct tokens
+    block_size: int = 128         #: longest context, in tokens
+    n_layer: int = 4              #: Transformer blocks
+    n_head: int = 4               #: attention heads per block
+    n_embd: int = 128             #: width of the residual stream
+    dropout: float = 0.0          #: dropout on attention weights and residual branches
+    bias: bool = True             #: biases in Linear and LayerNorm layers
+    fused_attention: bool = True  #: PyTorch's fused attention kernel (False: the course's own)
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, ``n_layer`` blocks, a final LayerNorm, a tied output layer."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight                      # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():                    # GPT-2: scaled residual projections
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without the position embedding (tied tokens count once)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None)."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))              # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))                        # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); temperature 0 is greedy."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.config.block_size:])
+            logits = logits[:, -1, :]
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx
+
+    def checkpoint(self) -> dict:
+        """A plain dict (config and weights) that :meth:`from_checkpoint` restores."""
+        return {"config": asdict(self.config), "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "GPT":
+        model = cls(GPTConfig(**ckpt["config"]))
+        state = {k: v.float() for k, v in ckpt["state_dict"].items()}
+        model.load_state_dict(state)
+        return model
+
+
+PRETRAINED_FILE = "gpt_shakespeare.pt"
+
+
+def load_pretrained(name: str = PRETRAINED_FILE):
+    """The course's pretrained character-level GPT and its tokenizer: ``(model, tokenizer, info)``.
+
+    Trained on the shipped Shakespeare by ``scripts/pretrain_gpt.py`` (the README gives
+    the command and its time); ``info`` holds the training settings and validation loss.
+    The model comes in eval mode, on the CPU.
+    """
+    from .data import data_path
+    from .tokenizer import CharTokenizer
+
+    with data_path(name).open("rb") as f:
+        ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    model = GPT.from_checkpoint(ckpt).eval()
+    return model, CharTokenizer(ckpt["chars"]), ckpt.get("info", {})

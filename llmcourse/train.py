@@ -1,0 +1,121 @@
+"""Seeding, learning-rate schedules and the training loop every chapter uses.
+
+The loop is nanoGPT's (``train.py``) without its global-variable configuration: AdamW,
+linear warm-up then cosine decay, gradient clipping, periodic evaluation, and a
+``tqdm.auto`` progress bar. It returns a :class:`History` to plot.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .data import get_batch
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch; return a ``torch.Generator`` seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def cosine_lr(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr`` at ``total``."""
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`train_lm`."""
+
+    max_iters: int = 2000         #: optimizer steps
+    batch_size: int = 12          #: sequences per step
+    block_size: int = 64          #: tokens per sequence
+    lr: float = 1e-3              #: peak learning rate
+    min_lr: float = 1e-4          #: learning rate at the end of the cosine decay
+    warmup_iters: int = 100       #: steps of linear warm-up
+    weight_decay: float = 0.1     #: AdamW decay on matrices (not biases, norms)
+    betas: tuple = (0.9, 0.99)    #: AdamW betas
+    grad_clip: float = 1.0        #: clip the global gradient norm (0: off)
+    eval_interval: int = 250      #: evaluate every this many steps (and at the end)
+    eval_iters: int = 20          #: batches per evaluation
+    seed: int = 1337              #: seeds the batches and the model's dropout
+
+
+@dataclass
+class History:
+    """What a training run saw: training loss per step, validation loss per evaluation."""
+
+    steps: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    eval_steps: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW that decays 2-D weights (matrices, embeddings) and not biases or norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, ids: torch.Tensor, cfg: TrainConfig, seed: int = 0) -> float:
+    """Mean loss over ``cfg.eval_iters`` fixed random batches of ``ids`` (same batches every call)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    losses = [model(*get_batch(ids, cfg.batch_size, cfg.block_size, gen))[1].item()
+              for _ in range(cfg.eval_iters)]
+    model.train(was_training)
+    return float(np.mean(losses))
+
+
+def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | None,
+             cfg: TrainConfig, progress: bool = True) -> History:
+    """Train a next-token model ``model(x, y) -> (logits, loss)`` on a token stream."""
+    import time
+
+    gen = set_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    hist = History()
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.max_iters), desc="training", disable=not progress, mininterval=1.0)
+    for step in bar:
+        lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_ids, cfg.batch_size, cfg.block_size, gen)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        hist.steps.append(step)
+        hist.train_loss.append(loss.item())
+        last = step == cfg.max_iters - 1
+        if val_ids is not None and (step % cfg.eval_interval == 0 or last):
+            hist.eval_steps.append(step)
+            hist.val_loss.append(estimate_loss(model, val_ids, cfg))
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
+    hist.seconds = time.perf_counter() - start
+    model.eval()
+    return hist
