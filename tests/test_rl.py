@@ -1,0 +1,202 @@
+"""Tests of llmcourse.rl against naive loops, closed forms and PyTorch's own modules."""
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from llmcourse.rl import (A2CConfig, ActorCritic, Collector, PPOConfig, categorical_entropy,
+                          compute_gae, discounted_returns, evaluate, normalize_advantages,
+                          ppo_clip_loss, train_a2c, train_ppo, value_loss)
+
+
+def random_rollout(T=12, N=3, seed=0, p_term=0.15, p_trunc=0.1, consistent=False):
+    """Random rewards, values and episode ends. ``consistent``: next_values[t] equals
+    values[t+1] inside an episode, as in a real rollout (else all independent)."""
+    g = torch.Generator().manual_seed(seed)
+    rewards = torch.randn(T, N, generator=g, dtype=torch.float64)
+    values = torch.randn(T, N, generator=g, dtype=torch.float64)
+    next_values = torch.randn(T, N, generator=g, dtype=torch.float64)
+    u = torch.rand(T, N, generator=g)
+    terminated = u < p_term
+    truncated = (u >= p_term) & (u < p_term + p_trunc)
+    if consistent:
+        inside = ~(terminated | truncated)[:-1]
+        next_values[:-1] = torch.where(inside, values[1:], next_values[:-1])
+    return rewards, values, next_values, terminated, truncated
+
+
+def naive_gae(rewards, values, next_values, terminated, truncated, gamma, lam):
+    """Sum form: A_t = sum_k (gamma lam)^k delta_{t+k}, stopping at the episode's end."""
+    T, N = rewards.shape
+    adv = torch.zeros(T, N, dtype=torch.float64)
+    for n in range(N):
+        for t in range(T):
+            total, w = 0.0, 1.0
+            for k in range(t, T):
+                boot = 0.0 if terminated[k, n] else gamma * next_values[k, n].item()
+                delta = rewards[k, n].item() + boot - values[k, n].item()
+                total += w * delta
+                if terminated[k, n] or truncated[k, n]:
+                    break
+                w *= gamma * lam
+            adv[t, n] = total
+    return adv
+
+
+def naive_returns(rewards, next_values, terminated, truncated, gamma):
+    """Closed form: discounted sum of rewards to the episode's (or rollout's) end, plus
+    gamma^k V(s_end) unless the episode terminated there."""
+    T, N = rewards.shape
+    out = torch.zeros(T, N, dtype=torch.float64)
+    for n in range(N):
+        for t in range(T):
+            total = 0.0
+            for k in range(t, T):
+                total += gamma ** (k - t) * rewards[k, n].item()
+                if terminated[k, n]:
+                    break
+                if truncated[k, n] or k == T - 1:
+                    total += gamma ** (k - t + 1) * next_values[k, n].item()
+                    break
+            out[t, n] = total
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("gamma,lam", [(0.99, 0.95), (0.9, 0.5), (0.97, 0.0), (0.95, 1.0)])
+def test_gae_matches_naive_sum(seed, gamma, lam):
+    ro = random_rollout(seed=seed, consistent=seed % 2 == 0)
+    adv, ret = compute_gae(*ro, gamma=gamma, lam=lam)
+    torch.testing.assert_close(adv, naive_gae(*ro, gamma, lam))
+    torch.testing.assert_close(ret, adv + ro[1])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gae_lambda_one_is_discounted_returns_minus_values(seed):
+    rewards, values, next_values, term, trunc = random_rollout(seed=seed, consistent=True)
+    adv, ret = compute_gae(rewards, values, next_values, term, trunc, gamma=0.9, lam=1.0)
+    closed = naive_returns(rewards, next_values, term, trunc, 0.9)
+    torch.testing.assert_close(adv, closed - values)
+    torch.testing.assert_close(ret, closed)
+    torch.testing.assert_close(discounted_returns(rewards, next_values, term, trunc, 0.9),
+                               closed)
+
+
+def test_gae_lambda_zero_is_td_error():
+    rewards, values, next_values, term, trunc = random_rollout(seed=3)
+    adv, _ = compute_gae(rewards, values, next_values, term, trunc, gamma=0.9, lam=0.0)
+    td = rewards + 0.9 * next_values * (~term) - values
+    torch.testing.assert_close(adv, td)
+
+
+def test_truncation_by_hand():
+    # One environment, 4 steps. The episode is cut by the time limit after step 1
+    # (bootstrap V(final obs) = 10, carry nothing), a new one terminates after step 3.
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    v = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    nv = torch.tensor([1.0, 10.0, 2.0, 99.0])   # nv[1] = V(final obs); nv[3] unused
+    term = torch.tensor([False, False, False, True])
+    trunc = torch.tensor([False, True, False, False])
+    g, lam = 0.5, 0.5
+    d = [1 + g * 1.0 - 0.5, 2 + g * 10.0 - 1.0, 3 + g * 2.0 - 1.5, 4 - 2.0]
+    expected = torch.tensor([d[0] + g * lam * d[1], d[1], d[2] + g * lam * d[3], d[3]])
+    adv, ret = compute_gae(r, v, nv, term, trunc, gamma=g, lam=lam)
+    torch.testing.assert_close(adv, expected)
+    # treating the truncation as a termination would drop the bootstrap term 5.0
+    adv_wrong, _ = compute_gae(r, v, nv, term | trunc, torch.zeros(4, dtype=torch.bool),
+                               gamma=g, lam=lam)
+    assert adv[1] - adv_wrong[1] == pytest.approx(g * 10.0)
+
+
+def test_collector_bootstraps_from_final_observation():
+    """On a truncated step next_values is V(final obs), not V(first obs of the next episode)."""
+    torch.manual_seed(0)
+    limit, N = 5, 2
+    envs = SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=limit)
+                          for _ in range(N)], autoreset_mode=AutoresetMode.SAME_STEP)
+    model = ActorCritic(4, 2)
+    col = Collector(envs, model, seed=7)
+    ro = col.collect(2 * limit)
+    assert not ro.terminated.any() and ro.truncated[limit - 1].all()
+    for n in range(N):   # replay sub-env n alone with the same seed and actions
+        env = gym.make("CartPole-v1", max_episode_steps=limit)
+        obs, _ = env.reset(seed=7 + n)
+        for t in range(limit):
+            torch.testing.assert_close(ro.obs[t, n], torch.as_tensor(obs))
+            obs, *_ = env.step(int(ro.actions[t, n]))
+        with torch.no_grad():
+            final_v = model.value(torch.as_tensor(obs))
+            reset_v = model.value(ro.obs[limit, n])
+        torch.testing.assert_close(ro.next_values[limit - 1, n], final_v)
+        assert not torch.allclose(ro.next_values[limit - 1, n], reset_v)
+        torch.testing.assert_close(ro.next_values[:limit - 1, n], ro.values[1:limit, n])
+    assert [r for _, r in col.episodes] == [float(limit)] * (2 * N)
+
+
+def test_normalize_advantages():
+    a = torch.randn(100, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    out = normalize_advantages(a)
+    torch.testing.assert_close(out, (a - a.mean()) / (a.std() + 1e-8))
+    assert abs(out.mean().item()) < 1e-6 and out.std().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_ppo_loss_at_ratio_one_is_vanilla_policy_gradient():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 3, generator=g, requires_grad=True)
+    actions = torch.randint(0, 3, (64,), generator=g)
+    adv = torch.randn(64, generator=g)
+    logp = torch.log_softmax(logits, -1).gather(-1, actions[:, None]).squeeze(-1)
+    loss, stats = ppo_clip_loss(logp, logp.detach(), adv, clip_eps=0.2)
+    assert stats["clip_fraction"] == 0.0 and stats["approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    (grad_ppo,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (grad_pg,) = torch.autograd.grad(-(logp * adv).mean(), logits)
+    torch.testing.assert_close(grad_ppo, grad_pg)
+    torch.testing.assert_close(loss, -adv.mean())
+
+
+def test_ppo_clip_cases_and_stats():
+    logp_old = torch.zeros(4)
+    r = torch.tensor([1.5, 1.5, 0.5, 1.1])
+    adv = torch.tensor([1.0, -1.0, 1.0, -2.0])
+    logp_new = r.log().requires_grad_()
+    loss, stats = ppo_clip_loss(logp_new, logp_old, adv, clip_eps=0.2)
+    # min(rA, clip(r)A): 1.2 (clipped), -1.5, 0.5, -2.2
+    assert loss.item() == pytest.approx(-(1.2 - 1.5 + 0.5 - 2.2) / 4)
+    assert stats["clip_fraction"] == pytest.approx(0.75)
+    assert stats["approx_kl"] == pytest.approx(((r - 1) - r.log()).mean().item())
+    loss.backward()
+    assert logp_new.grad[0] == 0 and logp_new.grad[1] != 0   # clipped term has no gradient
+    unclipped, _ = ppo_clip_loss(r.log(), logp_old, adv, clip_eps=None)
+    assert unclipped.item() == pytest.approx(-(r * adv).mean().item())
+
+
+def test_value_loss_plain_and_clipped():
+    v, R, v_old = torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0]), torch.tensor([0.0, 2.5])
+    assert value_loss(v, R).item() == pytest.approx(0.5 * (1 + 9) / 2)
+    # v_clip = [0.2, 2.7]: (0.2-2)^2 = 3.24 > 1; (2.7-0)^2 = 7.29 < 9
+    assert value_loss(v, R, v_old, 0.2).item() == pytest.approx(0.5 * (3.24 + 9) / 2)
+
+
+def test_categorical_entropy():
+    logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(categorical_entropy(logits),
+                               torch.distributions.Categorical(logits=logits).entropy())
+    big = torch.tensor([[1e4, -1e4, 0.0], [1e4, 1e4, -1e4]])
+    ent = categorical_entropy(big)
+    assert torch.isfinite(ent).all()
+    torch.testing.assert_close(ent, torch.tensor([0.0, np.log(2)], dtype=torch.float32))
+
+
+def test_trainers_smoke_and_deterministic():
+    torch.set_num_threads(1)
+    cfg = PPOConfig(total_steps=512, num_envs=4, num_steps=32, update_epochs=2, seed=3,
+                    eval_every=2, eval_episodes=2)
+    h1, h2 = train_ppo(cfg, progress=False), train_ppo(cfg, progress=False)
+    assert len(h1.stats) == 4 and len(h1.evals) == 2
+    assert {"clip_fraction", "approx_kl", "entropy", "value_loss"} <= set(h1.stats[0])
+    assert [s["approx_kl"] for s in h1.stats] == [s["approx_kl"] for s in h2.stats]
+    assert h1.episodes == h2.episodes and len(h1.episodes) > 0
+    a = train_a2c(A2CConfig(total_steps=400, num_envs=4, num_steps=5, seed=0), progress=False)
+    assert len(a.stats) == 20 and all(np.isfinite(s["policy_loss"]) for s in a.stats)
+    assert 0 < evaluate(a.model, episodes=3) <= 500
