@@ -6,14 +6,14 @@ Papers:
   131-139 (1992). A slow net emits, at every step, a key and a value; the fast weight
   matrix is changed by their outer product, and the fast net reads it with a query.
 - Schlag, Irie, Schmidhuber (2021), "Linear Transformers Are Secretly Fast Weight
-  Programmers", ICML, arXiv:2102.11174. Section 2 (equations 1-8): unnormalised linear
-  attention *is* the fast-weight programmer; section 4.1: its capacity is the feature
-  dimension; section 4.2 (equations 14-21): the delta-rule update; section 5.2: DPFP.
+  Programmers", ICML, arXiv:2102.11174: unnormalised linear attention *is* the
+  fast-weight programmer; its capacity is the feature dimension and the delta-rule
+  update manages it (Sec. 4); the DPFP feature map (their new kernel).
 - Katharopoulos, Vyas, Pappas, Fleuret (2020), "Transformers are RNNs: Fast
-  Autoregressive Transformers with Linear Attention", arXiv:2006.16236, equations 4-6
-  and 16-20: causal linear attention with the normaliser and the ELU+1 feature map.
+  Autoregressive Transformers with Linear Attention", arXiv:2006.16236 (Sec. 3):
+  causal linear attention with the normaliser, its RNN form, the ELU+1 feature map.
 
-Three ways to compute the same things, in reading order:
+In reading order:
 1. feature maps phi (identity, ELU+1, DPFP);
 2. ``fast_weight_programmer``: the recurrent form, W_t = W_{t-1} + v_t ⊗ phi(k_t),
    y_t = W_t phi(q_t), one (d_v, d_phi) matrix carried through time;
@@ -46,12 +46,12 @@ def identity(x: torch.Tensor) -> torch.Tensor:
 
 
 def elu_plus_one(x: torch.Tensor) -> torch.Tensor:
-    """phi(x) = ELU(x) + 1 > 0 (Katharopoulos et al. 2020, eq. 7); d_phi = d_k."""
+    """phi(x) = ELU(x) + 1 > 0 (Katharopoulos et al. 2020); d_phi = d_k."""
     return F.elu(x) + 1.0
 
 
 def dpfp(x: torch.Tensor, nu: int = 1) -> torch.Tensor:
-    """Deterministic parameter-free projection (Schlag et al. 2021, sec. 5.2, eq. 37).
+    """Deterministic parameter-free projection (Schlag et al. 2021).
 
     r = ReLU([x, -x]) has 2 d_k entries; phi multiplies r elementwise with r rolled by
     1..nu places and concatenates, so d_phi = 2 d_k nu: a larger memory for the same key.
@@ -70,7 +70,7 @@ def fast_weight_programmer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     q, k: (B, T, d_k); v: (B, T, d_v). Returns y (B, T, d_v) and the final fast weights
     W_T (B, d_v, d_phi). With ``normalize`` the read is divided by z_t·phi(q_t), where
-    z_t = Σ_{j≤t} phi(k_j) (Katharopoulos et al. 2020, eq. 20); phi must then be positive.
+    z_t = Σ_{j≤t} phi(k_j) (Katharopoulos et al. 2020, RNN form); phi must then be positive.
     """
     fq, fk = phi(q), phi(k)                                   # (B, T, d_phi)
     B, T, d_v = v.shape
@@ -109,13 +109,13 @@ def causal_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta,
                phi: FeatureMap = identity, W0: torch.Tensor | None = None):
-    """Fast weights written with the delta rule (Schlag et al. 2021, eqs. 14-19).
+    """Fast weights written with the delta rule (Schlag et al. 2021, Sec. 4).
 
     Before writing, the memory is read at the key: v̄_t = W_{t-1} phi(k_t). The write then
     replaces that old value by a mix of old and new, β_t v_t + (1-β_t) v̄_t:
         W_t = W_{t-1} + β_t (v_t - W_{t-1} phi(k_t)) ⊗ phi(k_t).
     With a unit-norm phi(k_t) and β_t = 1 the memory returns exactly v_t at that key.
-    The paper also normalises phi(k), phi(q) by their sum (eq. 21); here that is left to
+    The paper also normalises phi(k), phi(q) by their sum; here that is left to
     the caller, so the rule stays one line.
 
     q, k: (B, T, d_k); v: (B, T, d_v); beta: a float or (B, T) in [0, 1];
@@ -183,7 +183,7 @@ class FastWeightLayer(nn.Module):
             y, _ = fast_weight_programmer(q, k, v, self.phi, self.cfg.normalize)
         else:
             # keys scaled to unit length, so a β=1 write is exact and β in (0, 1) is stable
-            # (the paper divides phi(k) by the sum of its entries instead, eq. 21)
+            # (the paper divides phi(k) by the sum of its entries instead)
             k = self.phi(k)
             k = k / (k.norm(dim=-1, keepdim=True) + 1e-6)
             beta = torch.sigmoid(self.w_beta(x)).squeeze(-1)  # (B, T), learned write strength
