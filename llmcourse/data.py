@@ -39,7 +39,7 @@ def shakespeare_splits(val_fraction: float = 0.1):
 def get_batch(ids: torch.Tensor, batch_size: int, block_size: int,
               generator: torch.Generator | None = None):
     """Random windows of a token stream: inputs x (B, T) and next-token targets y (B, T)."""
-    starts = torch.randint(len(ids) - block_size - 1, (batch_size,), generator=generator)
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)  # y ends at ids[-1]
     offsets = torch.arange(block_size)
     x = ids[starts[:, None] + offsets]
     y = ids[starts[:, None] + offsets + 1]
