@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 # nbgrader calls `alembic` from PATH: the venv's bin comes first.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Progress bars are for people at a terminal or in Jupyter; not in the built book or logs.
-BOOK_ENV := TQDM_DISABLE=1 MPLBACKEND=Agg
+BOOK_ENV := TQDM_DISABLE=1
 
 .PHONY: setup book test release clean lab
 

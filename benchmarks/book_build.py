@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="OMP/torch threads for the kernels (0: library default)")
     ap.add_argument("--keep", action="store_true", help="keep the output folder")
     args = ap.parse_args()
-    env = dict(os.environ, TQDM_DISABLE="1", MPLBACKEND="Agg",
+    env = dict(os.environ, TQDM_DISABLE="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)

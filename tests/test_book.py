@@ -36,7 +36,7 @@ def test_every_chapter_is_in_the_toc():
 @pytest.mark.slow
 def test_book_builds_strictly():
     jb = Path(sys.executable).with_name("jupyter-book")
-    env = dict(os.environ, TQDM_DISABLE="1", MPLBACKEND="Agg",
+    env = dict(os.environ, TQDM_DISABLE="1",
                PATH=f"{jb.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([str(jb), "build", str(ROOT), "--builder", "html", "-W", "-n", "--keep-going"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=40 * 60)
