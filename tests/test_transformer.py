@@ -1,0 +1,168 @@
+"""The encoder-decoder Transformer (llmcourse.transformer) against independent references."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llmcourse.attention import causal_mask
+from llmcourse.tasks import BOS, EOS, PAD, SRC_VOCAB, TGT_VOCAB, TaskConfig, encode_pairs, make_pairs
+from llmcourse.transformer import (DecoderLayer, EncoderLayer, Seq2SeqTransformer, TransformerConfig,
+                                   label_smoothed_cross_entropy, noam_lr, sinusoidal_encoding)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small_cfg(**kw):
+    base = dict(src_vocab=11, tgt_vocab=13, d_model=16, n_heads=4, d_ff=32, n_layers=2, dropout=0.0)
+    base.update(kw)
+    return TransformerConfig(**base)
+
+
+def test_seq2seq_shapes_and_attention_maps():
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    model = Seq2SeqTransformer(cfg).eval()
+    src = torch.randint(3, 11, (3, 7))
+    src[0, 5:] = PAD
+    tgt_in = torch.randint(3, 13, (3, 5))
+    logits, attn = model(src, tgt_in, return_attention=True)
+    assert logits.shape == (3, 5, 13)
+    assert len(attn["encoder"]) == len(attn["cross"]) == len(attn["decoder_self"]) == 2
+    assert attn["encoder"][0].shape == (3, 4, 7, 7)
+    assert attn["decoder_self"][0].shape == (3, 4, 5, 5)
+    assert attn["cross"][0].shape == (3, 4, 5, 7)
+    # padded source keys get no weight; rows sum to one
+    assert attn["cross"][1][0, :, :, 5:].abs().max() == 0
+    torch.testing.assert_close(attn["cross"][1].sum(-1), torch.ones(3, 4, 5))
+    out = model.greedy_decode(src, max_len=6, bos_id=BOS, eos_id=EOS)
+    assert out.shape[0] == 3 and out.shape[1] <= 6
+    # output projection tied to the target embedding (section 3.4)
+    assert model.out.weight is model.tgt_embed.tok.weight
+
+
+def test_encoder_layer_matches_pytorch_post_norm():
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    ours = EncoderLayer(cfg).eval()
+    ref = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, dropout=0.0,
+                                     activation="relu", batch_first=True, norm_first=False).eval()
+    with torch.no_grad():
+        a = ours.self_attn
+        ref.self_attn.in_proj_weight.copy_(torch.cat([a.w_q.weight, a.w_k.weight, a.w_v.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([a.w_q.bias, a.w_k.bias, a.w_v.bias]))
+        ref.self_attn.out_proj.weight.copy_(a.w_o.weight)
+        ref.self_attn.out_proj.bias.copy_(a.w_o.bias)
+        for name in ("linear1", "linear2"):
+            getattr(ref, name).weight.copy_(getattr(ours.ff, name).weight)
+            getattr(ref, name).bias.copy_(getattr(ours.ff, name).bias)
+        for name in ("norm1", "norm2"):
+            getattr(ref, name).weight.copy_(torch.randn(cfg.d_model))
+            getattr(ours, name).weight.copy_(getattr(ref, name).weight)
+            getattr(ref, name).bias.copy_(torch.randn(cfg.d_model))
+            getattr(ours, name).bias.copy_(getattr(ref, name).bias)
+    x = torch.randn(2, 6, cfg.d_model)
+    real = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    with torch.no_grad():
+        got, _ = ours(x, real[:, None, None, :])
+        want = ref(x, src_key_padding_mask=~real)
+    # PyTorch's fast path may zero padded rows; compare real positions
+    torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_layer_causal_mask_leaks_nothing():
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    layer = DecoderLayer(cfg)
+    T = 6
+    y = torch.randn(2, T, cfg.d_model, requires_grad=True)
+    memory = torch.randn(2, 4, cfg.d_model)
+    probe = torch.randn(cfg.d_model)          # a plain sum would be constant after LayerNorm
+    for t in range(T):
+        y.grad = None
+        out, _, _ = layer(y, memory, causal_mask(T))
+        (out[:, t] @ probe).sum().backward()
+        assert y.grad[:, t + 1:].abs().sum() == 0                  # no future position is read
+        assert y.grad[:, : t + 1].abs().sum(-1).min() > 0          # every earlier position is read
+
+
+def test_model_future_target_tokens_do_not_change_earlier_logits():
+    torch.manual_seed(0)
+    model = Seq2SeqTransformer(small_cfg()).eval()
+    src = torch.randint(3, 11, (2, 5))
+    tgt = torch.randint(3, 13, (2, 6))
+    tgt2 = tgt.clone()
+    tgt2[:, 4:] = torch.randint(3, 13, (2, 2))
+    with torch.no_grad():
+        a, b = model(src, tgt), model(src, tgt2)
+    torch.testing.assert_close(a[:, :4], b[:, :4])
+    assert not torch.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_sinusoidal_encoding_closed_form():
+    L, d = 50, 16
+    pe = sinusoidal_encoding(L, d)
+    naive = torch.zeros(L, d)
+    for pos in range(L):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            naive[pos, 2 * i] = math.sin(angle)
+            naive[pos, 2 * i + 1] = math.cos(angle)
+    torch.testing.assert_close(pe, naive, atol=1e-5, rtol=1e-5)
+
+
+def test_noam_schedule_peak_and_formula():
+    d, warmup = 512, 4000
+    lrs = [noam_lr(s, d, warmup) for s in range(1, 3 * warmup)]
+    assert max(range(len(lrs)), key=lrs.__getitem__) + 1 == warmup    # peak at the warm-up step
+    assert lrs[warmup - 1] == pytest.approx((d * warmup) ** -0.5)
+    assert noam_lr(100, d, warmup) == pytest.approx(d ** -0.5 * 100 * warmup ** -1.5)   # rising
+    assert noam_lr(10000, d, warmup) == pytest.approx(d ** -0.5 * 10000 ** -0.5)        # decaying
+    assert noam_lr(2000, 64, 200, factor=0.5) == pytest.approx(0.5 * 64 ** -0.5 * 2000 ** -0.5)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_pytorch(eps):
+    torch.manual_seed(0)
+    logits = torch.randn(20, 9)
+    target = torch.randint(0, 9, (20,))
+    target[[2, 7]] = PAD
+    got = label_smoothed_cross_entropy(logits, target, eps, ignore_index=PAD)
+    want = F.cross_entropy(logits, target, label_smoothing=eps, ignore_index=PAD)
+    torch.testing.assert_close(got, want)
+
+
+def test_transformer_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    data = encode_pairs(make_pairs(TaskConfig(n=6, min_len=3, max_len=5, seed=3)))
+    model = Seq2SeqTransformer(TransformerConfig(len(SRC_VOCAB), len(TGT_VOCAB), d_model=32,
+                                                 n_heads=4, d_ff=64, n_layers=2, dropout=0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        logits = model(data.src, data.tgt[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), data.tgt[:, 1:].reshape(-1),
+                               ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    out = model.greedy_decode(data.src, data.tgt.size(1), BOS, EOS)
+    assert loss.item() < 0.05
+    for row, ref in zip(out, data.tgt):
+        assert TGT_VOCAB.decode(row) == TGT_VOCAB.decode(ref)
+
+
+def test_ch02_script_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("ch02", ROOT / "scripts" / "ch02_transformer_vs_gru.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "r.json"
+    mod.main(["--n-train", "32", "--n-val", "8", "--max-len", "6", "--epochs", "1", "--seeds", "0",
+              "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert {r["model"] for r in res["runs"]} == {"transformer", "gru_attention"}
+    assert all(len(r["final_exact_each"]) == 8 for r in res["runs"])
