@@ -15,3 +15,6 @@ c.Execute.interrupt_on_timeout = True
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# A learner who deletes a test cell gets it back (re-added from the gradebook) and graded.
+c.OverwriteCells.add_missing_cells = True

@@ -1,0 +1,160 @@
+"""Fast tests of llmcourse.grading, without nbgrader: the check functions themselves.
+
+The catalogue of tests/test_autograder_attention.py is run here by executing each
+submission's cells and each hidden test cell of the solution notebook in one namespace,
+as a kernel would, so a regression in a check is caught in seconds.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import warnings
+
+import nbformat
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import test_autograder_attention as T
+from llmcourse.grading import common
+from llmcourse.grading.common import LLMCOURSE, TORCH_MHA, TORCH_SDPA, call_learner, seeded
+from nbgrader_harness import REPO, grade_id
+
+NB = nbformat.read(REPO / "solutions" / "attention" / "attention.ipynb", as_version=4)
+SETUP = next(c.source for c in NB.cells if c.cell_type == "code" and "nbgrader" not in c.metadata)
+HIDDEN = {grade_id(c): c.source for c in NB.cells
+          if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"]["points"] > 0}
+
+
+def run_cells(sources: dict[str, str]) -> dict[str, str | None]:
+    """Execute the solution cells, then every hidden test cell: grade_id -> error message or None."""
+    ns: dict = {}
+    exec(SETUP, ns)
+    for gid in ("sdpa", "heads", "mha"):
+        with contextlib.suppress(Exception):
+            exec(sources[gid], ns)
+    results = {}
+    for gid, src in HIDDEN.items():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(src, ns)
+            results[gid] = None
+        except Exception as e:                                  # noqa: BLE001 (we report it)
+            results[gid] = f"{type(e).__name__}: {e}"
+    return results
+
+
+# ----------------------------------------------------------------------------- common
+
+
+def test_call_learner_swallows_prints_and_warnings(capsys):
+    def noisy(x):
+        print("hello")
+        print("oops", file=sys.stderr)
+        warnings.warn("careful")
+        return x + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # a leaked warning would raise here
+        assert call_learner(noisy, 1) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+
+
+def test_call_learner_reraises_as_assertion_and_restores_profiler():
+    def boom():
+        raise ValueError("bad shape")
+
+    def stub():
+        raise NotImplementedError()
+
+    sentinel = sys.getprofile()
+    with pytest.raises(AssertionError, match=r"your function raised ValueError: bad shape"):
+        call_learner(boom)
+    with pytest.raises(AssertionError, match="replace it with your code"):
+        call_learner(stub, what="split_heads")
+    assert sys.getprofile() is sentinel
+
+    def interrupted():
+        raise KeyboardInterrupt                                  # what nbgrader's per-cell timeout does
+    with pytest.raises(AssertionError, match="interrupted.*infinite loop"):
+        call_learner(interrupted)
+    assert sys.getprofile() is sentinel
+
+
+def test_forbidden_calls_are_seen_through_aliases():
+    from torch.nn.functional import scaled_dot_product_attention as fast
+    from llmcourse.attention import split_heads as theirs
+    q = torch.randn(1, 2, 4)
+    with pytest.raises(AssertionError, match="scaled_dot_product_attention.*no credit"):
+        call_learner(lambda: fast(q, q, q), forbid=TORCH_SDPA)
+    with pytest.raises(AssertionError, match="llmcourse.attention"):
+        call_learner(lambda: theirs(torch.randn(1, 2, 4), 2), forbid=LLMCOURSE)
+    mha = nn.MultiheadAttention(4, 2, batch_first=True)
+    with pytest.raises(AssertionError, match="MultiheadAttention"):
+        call_learner(lambda: mha(q, q, q), forbid=TORCH_MHA)
+    with pytest.raises(AssertionError, match="multi_head_attention_forward|MultiheadAttention"):
+        call_learner(lambda: F.multi_head_attention_forward(
+            q.transpose(0, 1), q.transpose(0, 1), q.transpose(0, 1), 4, 2, mha.in_proj_weight, mha.in_proj_bias,
+            None, None, False, 0.0, mha.out_proj.weight, mha.out_proj.bias), forbid=TORCH_MHA)
+    # ordinary tensor operations and calls outside the watched block are fine
+    everything = TORCH_SDPA | TORCH_MHA | LLMCOURSE
+    assert call_learner(lambda: torch.softmax(q @ q.transpose(-2, -1), -1).sum(), forbid=everything) > 0
+    fast(q, q, q)
+
+
+def test_seeded_is_deterministic_and_restores_the_global_rng():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with seeded(7) as g:
+        a = torch.randn(4, generator=g)
+        inside = torch.rand(1)
+    with seeded(7) as g:
+        assert torch.equal(a, torch.randn(4, generator=g)) and torch.equal(inside, torch.rand(1))
+    assert torch.equal(torch.rand(3), expected_next)
+
+
+def test_diagnose_names_the_matching_variant():
+    x = torch.randn(3)
+    assert common.diagnose(x * 2, {"doubled": lambda: x * 2, "tripled": lambda: x * 3}, "?") == "doubled"
+    assert common.diagnose(x * 5, {"doubled": lambda: x * 2, "broken": lambda: 1 / 0}, "?") == "?"
+
+
+# ----------------------------------------------------------------------------- the catalogue, checked directly
+
+
+def test_solution_passes_every_check():
+    assert run_cells(T.SOL) == {k: None for k in HIDDEN}
+
+
+def test_release_stub_fails_every_check():
+    release = nbformat.read(REPO / "exercises" / "attention" / "attention.ipynb", as_version=4)
+    stubs = {grade_id(c): c.source for c in release.cells if grade_id(c) in T.SOL}
+    assert set(stubs) == set(T.SOL)
+    res = run_cells(stubs)
+    assert all(v and "NotImplementedError" in v for v in res.values()), res
+
+
+@pytest.mark.parametrize("name", list(T.WRONG))
+def test_wrong_implementation_is_caught_and_named(name):
+    sources, must_fail, words = T.WRONG[name]
+    res = run_cells({**T.SOL, **sources})
+    failed = {k: v for k, v in res.items() if v}
+    assert set(must_fail) <= set(failed), failed
+    assert words in failed[must_fail[0]], failed[must_fail[0]]
+
+
+@pytest.mark.parametrize("name", list(T.CORRECT))
+def test_correct_implementation_passes(name):
+    res = run_cells({**T.SOL, **T.CORRECT[name]})
+    assert not any(res.values()), res
+
+
+@pytest.mark.parametrize("name", list(T.FORBIDDEN))
+def test_library_call_gets_no_credit(name):
+    sources, must_fail, words = T.FORBIDDEN[name]
+    res = run_cells({**T.SOL, **sources})
+    assert {k for k, v in res.items() if v} == set(must_fail), res
+    assert all("no credit" in res[k] and words in res[k] for k in must_fail)
