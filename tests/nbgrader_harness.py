@@ -120,6 +120,8 @@ class Course:
     assignment: str
     notebook: str
     timeout: int
+    seconds: float = 0.0        # wall time of the last autograde run
+    log: str = ""               # its stdout and stderr
 
     @classmethod
     def create(cls, assignment: str, notebook: str | None = None, timeout: int = 30,

@@ -91,6 +91,8 @@ def test_forbidden_calls_are_seen_through_aliases():
         call_learner(lambda: fast(q, q, q), forbid=TORCH_SDPA)
     with pytest.raises(AssertionError, match="llmcourse.attention"):
         call_learner(lambda: theirs(torch.randn(1, 2, 4), 2), forbid=LLMCOURSE)
+    with pytest.raises(AssertionError, match="fused attention"):
+        call_learner(lambda: torch._scaled_dot_product_attention_math(q, q, q), forbid=TORCH_SDPA)
     mha = nn.MultiheadAttention(4, 2, batch_first=True)
     with pytest.raises(AssertionError, match="MultiheadAttention"):
         call_learner(lambda: mha(q, q, q), forbid=TORCH_MHA)

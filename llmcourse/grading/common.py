@@ -84,11 +84,14 @@ def _module_file(name: str) -> str | None:
 
 
 TORCH_SDPA = Forbidden(builtins={
-    F.scaled_dot_product_attention: "torch.nn.functional.scaled_dot_product_attention"})
+    F.scaled_dot_product_attention: "torch.nn.functional.scaled_dot_product_attention",
+    # the private kernels behind it, in case someone finds them
+    **{getattr(torch, n): f"torch.{n} (PyTorch's fused attention)" for n in dir(torch)
+       if n.startswith(("_scaled_dot_product", "_triton_scaled_dot")) and callable(getattr(torch, n))}})
 
 TORCH_MHA = Forbidden(
-    builtins={getattr(torch, "_native_multi_head_attention"): "torch.nn.MultiheadAttention"}
-    if hasattr(torch, "_native_multi_head_attention") else {},
+    builtins={getattr(torch, n): "torch.nn.MultiheadAttention's fused kernel" for n in
+              ("_native_multi_head_attention", "_triton_multi_head_attention") if hasattr(torch, n)},
     codes={nn.MultiheadAttention.forward.__code__: "torch.nn.MultiheadAttention",
            F.multi_head_attention_forward.__code__: "torch.nn.functional.multi_head_attention_forward"})
 
