@@ -1,0 +1,507 @@
+"""The `lora` assignment's autograder, proven through the real ``nbgrader autograde``.
+
+One batch: the solution (run whole, with its ungraded fine-tuning cell), the untouched release, a catalogue of wrong implementations (each
+must lose the points of the named test cells, with a message naming the mistake), several
+correct ones (each must get full marks), parts that call ``llmcourse.peft`` (no credit for
+that part), and broken submissions. The same catalogue runs in-process, without nbgrader,
+in the fast ``test_catalogue_in_process`` (seconds), so a grader change is checked cheaply.
+Every submission but the solution drops the ungraded fine-tuning cell (it earns no points,
+and it would cost a pretrained-model load and 40 training steps per submission).
+"""
+from __future__ import annotations
+
+import shutil
+import textwrap
+import time
+
+import pytest
+
+from nbgrader_harness import Course, solution_sources
+
+ASSIGNMENT = "lora"
+SOL = solution_sources(ASSIGNMENT)
+LORA_TESTS = ["test_lora_init", "test_lora_forward", "test_lora_dropout", "test_lora_merge", "test_lora_grad"]
+APPLY_TESTS = ["test_apply_lora_targets", "test_apply_lora_model"]
+COUNT_TESTS = ["test_count_parameters"]
+CHECKS = {"test_lora_init": ("check_lora_init", "LoRALinear"),
+          "test_lora_forward": ("check_lora_forward", "LoRALinear"),
+          "test_lora_dropout": ("check_lora_dropout", "LoRALinear"),
+          "test_lora_merge": ("check_lora_merge", "LoRALinear"),
+          "test_lora_grad": ("check_lora_grad", "LoRALinear"),
+          "test_apply_lora_targets": ("check_apply_lora_targets", "apply_lora"),
+          "test_apply_lora_model": ("check_apply_lora_model", "apply_lora"),
+          "test_count_parameters": ("check_count_parameters", "count_parameters")}
+
+
+def code(s: str) -> str:
+    return textwrap.dedent(s).strip("\n")
+
+
+INIT = """
+self.base = base
+for p in base.parameters():
+    p.requires_grad_(False)
+self.lora_A = nn.Parameter(torch.empty(r, base.in_features))
+self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+self.scaling = alpha / r
+self.dropout = nn.Dropout(dropout)
+self.merged = False
+"""
+FORWARD = """
+y = self.base(x)
+if self.merged:
+    return y
+return y + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+"""
+MERGE = """
+if not self.merged:
+    with torch.no_grad():
+        self.base.weight += self.scaling * self.lora_B @ self.lora_A
+    self.merged = True
+"""
+UNMERGE = """
+if self.merged:
+    with torch.no_grad():
+        self.base.weight -= self.scaling * self.lora_B @ self.lora_A
+    self.merged = False
+"""
+
+
+def lora(init=INIT, forward=FORWARD, merge=MERGE, unmerge=UNMERGE) -> str:
+    """A LoRALinear built from four method bodies (the solution's by default)."""
+    def ind(s):
+        return textwrap.indent(code(s), "        ")
+    return ("class LoRALinear(nn.Module):\n"
+            "    def __init__(self, base, r, alpha=1.0, dropout=0.0):\n        super().__init__()\n" + ind(init) +
+            "\n\n    def forward(self, x):\n" + ind(forward) +
+            "\n\n    def merge(self):\n" + ind(merge) +
+            "\n\n    def unmerge(self):\n" + ind(unmerge) + "\n")
+
+
+def apply(match: str, freeze: str = "for p in model.parameters():\n    p.requires_grad_(False)") -> str:
+    """An apply_lora with the given match expression (over ``name`` and ``t``) and freezing code."""
+    return ("def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):\n"
+            + textwrap.indent(code(freeze), "    ") + "\n"
+            "    names = [n for n, m in model.named_modules()\n"
+            f"             if isinstance(m, nn.Linear) and any({match} for t in target_modules)]\n"
+            "    for name in names:\n"
+            "        parent_name, _, child = name.rpartition('.')\n"
+            "        parent = model.get_submodule(parent_name) if parent_name else model\n"
+            "        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))\n"
+            "    return model\n")
+
+
+PEFT_RULE = "n == t or n.endswith('.' + t)"
+
+# name -> (cell sources replacing the solution's, test cells that must lose points, words of the message)
+WRONG = {
+    "b_random_a_zero": ({"lora_linear": lora(init=INIT.replace(
+        "self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))\nnn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))",
+        "self.lora_B = nn.Parameter(torch.empty(base.out_features, r))\nnn.init.kaiming_uniform_(self.lora_B, a=math.sqrt(5))"
+    ).replace("torch.empty(r, base.in_features)", "torch.zeros(r, base.in_features)"))},
+        ["test_lora_init", "test_lora_grad"], "initialisations are swapped"),
+    "both_zero": ({"lora_linear": lora(init=INIT.replace("nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))", "")
+                                       .replace("torch.empty(r", "torch.zeros(r"))},
+                  ["test_lora_init", "test_lora_grad"], "both zero"),
+    "a_gaussian_std_one": ({"lora_linear": lora(init=INIT.replace(
+        "nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))", "nn.init.normal_(self.lora_A)"))},
+        ["test_lora_init"], "nn.Linear's initialisation"),
+    "scale_alpha": ({"lora_linear": lora(init=INIT.replace("alpha / r", "alpha"))},
+                    ["test_lora_init", "test_lora_forward"], "scaling is alpha"),
+    "scale_in_forward_missing": ({"lora_linear": lora(forward=FORWARD.replace(" * self.scaling", ""))},
+                                 ["test_lora_forward", "test_lora_merge"], "not scaled"),
+    "base_not_frozen": ({"lora_linear": lora(init=INIT.replace(
+        "for p in base.parameters():\n    p.requires_grad_(False)\n", ""))},
+        ["test_lora_init", "test_lora_grad"], "weight is trainable"),
+    "base_bias_left_trainable": ({"lora_linear": lora(init=INIT.replace(
+        "for p in base.parameters():\n    p.requires_grad_(False)", "base.weight.requires_grad_(False)"))},
+        ["test_lora_init", "test_lora_grad"], "bias is still trainable"),
+    "dropout_on_whole_output": ({"lora_linear": lora(forward="""
+        y = self.base(x)
+        if self.merged:
+            return y
+        return self.dropout(y + (x @ self.lora_A.T @ self.lora_B.T) * self.scaling)""")},
+        ["test_lora_dropout"], "touches the base path"),
+    "dropout_on_lowrank_output": ({"lora_linear": lora(forward="""
+        y = self.base(x)
+        if self.merged:
+            return y
+        return y + self.dropout(x @ self.lora_A.T @ self.lora_B.T) * self.scaling""")},
+        ["test_lora_dropout"], "not on its output"),
+    "f_dropout_always_on": ({"lora_linear": lora(forward="""
+        y = self.base(x)
+        if self.merged:
+            return y
+        p = self.dropout.p
+        return y + (torch.nn.functional.dropout(x, p) @ self.lora_A.T @ self.lora_B.T) * self.scaling""")},
+        ["test_lora_dropout"], "eval mode"),
+    "a_b_swapped_in_product": ({"lora_linear": lora(forward=FORWARD.replace(
+        "self.lora_A.T @ self.lora_B.T", "self.lora_B @ self.lora_A"))},
+        ["test_lora_forward"], "A and B are swapped"),
+    "merge_without_scale": ({"lora_linear": lora(merge=MERGE.replace("self.scaling * ", ""))},
+                            ["test_lora_merge"], "without the scaling"),
+    "merge_applied_twice": ({"lora_linear": lora(merge="""
+        with torch.no_grad():
+            self.base.weight += self.scaling * self.lora_B @ self.lora_A
+        self.merged = True""")}, ["test_lora_merge"], "twice"),
+    "unmerge_adds": ({"lora_linear": lora(unmerge=UNMERGE.replace("-=", "+="))},
+                     ["test_lora_merge"], "adds the update instead of subtracting"),
+    "lowrank_added_after_merge": ({"lora_linear": lora(forward="""
+        return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling""")},
+        ["test_lora_merge"], "still added after merging"),
+    "merge_transposed": ({"lora_linear": lora(merge=MERGE.replace("self.lora_B @ self.lora_A",
+                                                                  "(self.lora_B @ self.lora_A).T"))},
+                         ["test_lora_merge"], "transposed"),
+    "match_anywhere": ({"apply_lora": apply("t in n")}, ["test_apply_lora_targets"], "anywhere in its name"),
+    "match_suffix_without_dot": ({"apply_lora": apply("n.endswith(t)")}, ["test_apply_lora_targets"],
+                                 "without the '.'"),
+    "match_last_component": ({"apply_lora": apply("n.rsplit('.', 1)[-1] == t")}, ["test_apply_lora_targets"],
+                             "only the last part"),
+    "others_not_frozen": ({"apply_lora": apply(PEFT_RULE, freeze="pass")}, ["test_apply_lora_model"],
+                          "leaves parameters trainable"),
+    "biases_left_trainable": ({"apply_lora": apply(PEFT_RULE, freeze="""
+        for n, p in model.named_parameters():
+            if not n.endswith('bias'):
+                p.requires_grad_(False)""")}, ["test_apply_lora_model"], "biases"),
+    "lora_params_frozen_too": ({"apply_lora": apply(PEFT_RULE, freeze="pass") .replace(
+        "    return model\n", "    for p in model.parameters():\n        p.requires_grad_(False)\n    return model\n")},
+        ["test_apply_lora_model"], "froze the LoRA parameters too"),
+    "alpha_not_passed": ({"apply_lora": apply(PEFT_RULE).replace("r, alpha, dropout))", "r))")},
+                         ["test_apply_lora_model"], "pass alpha on"),
+    "count_all": ({"count_parameters": "def count_parameters(model, trainable_only=True):\n"
+                                       "    return sum(p.numel() for p in model.parameters())"},
+                  COUNT_TESTS, "counts every parameter"),
+    "count_tied_twice": ({"count_parameters": "def count_parameters(model, trainable_only=True):\n"
+                          "    return sum(p.numel() for n, p in model.named_parameters(remove_duplicate=False)\n"
+                          "               if p.requires_grad or not trainable_only)"},
+                         COUNT_TESTS, "counted twice"),
+    "count_tensors": ({"count_parameters": "def count_parameters(model, trainable_only=True):\n"
+                       "    return sum(1 for p in model.parameters() if p.requires_grad or not trainable_only)"},
+                      COUNT_TESTS, "counts tensors"),
+}
+
+CORRECT = {
+    "functional_and_linear_init": {
+        "lora_linear": lora(init="""
+            self.base = base.requires_grad_(False)
+            self.scaling = float(alpha) / float(r)
+            self.lora_A = nn.Parameter(nn.Linear(base.in_features, r, bias=False).weight.detach().clone())
+            self.lora_B = nn.Parameter(base.weight.new_zeros(base.out_features, r))
+            self.drop = nn.Dropout(p=dropout)
+            self.merged = False""", forward="""
+            import torch.nn.functional as F
+            out = F.linear(x, self.base.weight, self.base.bias)
+            if not self.merged:
+                out = out + F.linear(F.linear(self.drop(x), self.lora_A), self.lora_B) * self.scaling
+            return out""", merge="""
+            if self.merged:
+                return
+            self.base.weight.data.add_(self.lora_B.data @ self.lora_A.data, alpha=self.scaling)
+            self.merged = True""", unmerge="""
+            if not self.merged:
+                return
+            self.base.weight.data.sub_(self.lora_B.data @ self.lora_A.data, alpha=self.scaling)
+            self.merged = False"""),
+        "apply_lora": code("""
+            def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):
+                model.requires_grad_(False)
+                def visit(module, prefix):
+                    for child_name, child in list(module.named_children()):
+                        full = f"{prefix}.{child_name}" if prefix else child_name
+                        if isinstance(child, nn.Linear) and any(full == t or full.endswith("." + t)
+                                                                for t in target_modules):
+                            setattr(module, child_name, LoRALinear(child, r, alpha, dropout))
+                        else:
+                            visit(child, full)
+                visit(model, "")
+                return model"""),
+        "count_parameters": code("""
+            def count_parameters(model, trainable_only=True):
+                seen, total = set(), 0
+                for p in model.parameters():
+                    if id(p) in seen or (trainable_only and not p.requires_grad):
+                        continue
+                    seen.add(id(p))
+                    total += p.numel()
+                return total"""),
+    },
+    "einsum_uniform_init": {
+        "lora_linear": lora(init="""
+            self.base = base
+            self.base.weight.requires_grad = False
+            if self.base.bias is not None:
+                self.base.bias.requires_grad = False
+            bound = 1 / math.sqrt(base.in_features)
+            self.lora_A = nn.Parameter(torch.empty(r, base.in_features).uniform_(-bound, bound))
+            self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+            self.scaling = alpha / r
+            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.merged = False""", forward="""
+            h = self.base(x)
+            if not self.merged:
+                z = torch.einsum("...i,ri->...r", self.dropout(x), self.lora_A)
+                h = h + self.scaling * torch.einsum("...r,or->...o", z, self.lora_B)
+            return h""", merge="""
+            if not self.merged:
+                with torch.no_grad():
+                    self.base.weight.copy_(self.base.weight + self.scaling * torch.einsum("or,ri->oi", self.lora_B, self.lora_A))
+                self.merged = True""", unmerge="""
+            if self.merged:
+                with torch.no_grad():
+                    self.base.weight.copy_(self.base.weight - self.scaling * torch.einsum("or,ri->oi", self.lora_B, self.lora_A))
+                self.merged = False"""),
+        "apply_lora": code("""
+            def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):
+                for p in model.parameters():
+                    p.requires_grad = False
+                todo = []
+                for name, module in model.named_modules():
+                    parts = name.split(".")
+                    suffixes = {".".join(parts[i:]) for i in range(len(parts))}
+                    if isinstance(module, nn.Linear) and suffixes & set(target_modules):
+                        todo.append(name)
+                for name in todo:
+                    *path, last = name.split(".")
+                    parent = model
+                    for part in path:
+                        parent = getattr(parent, part) if not part.isdigit() else parent[int(part)]
+                    setattr(parent, last, LoRALinear(getattr(parent, last), r, alpha, dropout))
+                return model"""),
+    },
+    "delta_weight_helper": {
+        "lora_linear": code('''
+            class LoRALinear(nn.Module):
+                def __init__(self, base, r, alpha=1.0, dropout=0.0):
+                    super().__init__()
+                    self.base, self.r, self.alpha = base, r, alpha
+                    self.scaling = self.alpha / self.r
+                    base.weight.requires_grad_(False)
+                    if base.bias is not None:
+                        base.bias.requires_grad_(False)
+                    A = torch.empty(r, base.in_features)
+                    torch.nn.init.kaiming_uniform_(A, a=5 ** 0.5)
+                    self.lora_A = nn.Parameter(A)
+                    self.lora_B = nn.Parameter(torch.zeros(base.out_features, r))
+                    self.lora_dropout = nn.Dropout(dropout)
+                    self.merged = False
+
+                def delta(self):
+                    return self.lora_B @ self.lora_A * self.scaling
+
+                def forward(self, x):
+                    if self.merged:
+                        return self.base(x)
+                    return self.base(x) + self.lora_dropout(x) @ self.delta().T
+
+                @torch.no_grad()
+                def merge(self):
+                    if not self.merged:
+                        self.base.weight.add_(self.delta())
+                    self.merged = True
+
+                @torch.no_grad()
+                def unmerge(self):
+                    if self.merged:
+                        self.base.weight.sub_(self.delta())
+                    self.merged = False'''),
+        "count_parameters": "def count_parameters(model, trainable_only=True):\n"
+                            "    ps = [p for p in model.parameters() if p.requires_grad] if trainable_only "
+                            "else list(model.parameters())\n    return int(sum(p.numel() for p in ps))",
+    },
+    "stores_original_weight": {
+        "lora_linear": lora(merge="""
+            if not self.merged:
+                self._w0 = self.base.weight.detach().clone()
+                with torch.no_grad():
+                    self.base.weight.copy_(self._w0 + self.scaling * (self.lora_B @ self.lora_A))
+                self.merged = True""", unmerge="""
+            if self.merged:
+                with torch.no_grad():
+                    self.base.weight.copy_(self.base.weight - self.scaling * (self.lora_B @ self.lora_A))
+                self.merged = False"""),
+        "apply_lora": code("""
+            def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):
+                import warnings
+                print("applying LoRA to", list(target_modules))
+                warnings.warn("a harmless learner warning")
+                targets = tuple(target_modules)
+                found = {}
+                for name, module in model.named_modules():
+                    if type(module) is nn.Linear and (name in targets or name.endswith(tuple("." + t for t in targets))):
+                        found[name] = module
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                for name, module in found.items():
+                    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                    setattr(parent, name.rsplit(".", 1)[-1], LoRALinear(module, r, alpha=alpha, dropout=dropout))
+                return model"""),
+    },
+}
+
+FORBIDDEN = {
+    "imports_peft_lora_linear": ({"lora_linear": "from llmcourse.peft import LoRALinear"},
+                                 LORA_TESTS + APPLY_TESTS, "llmcourse.peft"),
+    "imports_peft_apply_lora": ({"apply_lora": "from llmcourse import peft\n"
+                                               "def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):\n"
+                                               "    return peft.apply_lora(model, target_modules, r, alpha, dropout)"},
+                                APPLY_TESTS, "llmcourse.peft"),
+    "imports_peft_count": ({"count_parameters": "from llmcourse.peft import count_parameters"},
+                           COUNT_TESTS, "llmcourse.peft"),
+}
+
+EDITED_TEST = "# I edited this test\nprint('all tests passed')"
+BAD = {
+    "syntax_error": ({**SOL, "count_parameters": "def count_parameters(model, trainable_only=True)\n    return 0"}, ()),
+    "infinite_loop": ({**SOL, "apply_lora": "def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):\n"
+                                            "    while True:\n        pass"}, ()),
+    "edited_test_cells": ({**SOL, **WRONG["scale_alpha"][0], "test_lora_init": EDITED_TEST,
+                           "test_lora_forward": EDITED_TEST}, ()),
+    "deleted_test_cells": ({**SOL, **WRONG["scale_alpha"][0]}, ("test_lora_init", "test_lora_forward")),
+}
+TIMEOUT = 30        # seconds per cell (the solution's ungraded fine-tuning cell at the end is the slowest)
+
+
+# ----------------------------------------------------------------------------- fast: the catalogue in-process
+
+
+def _run_in_process(sources: dict[str, str]) -> dict[str, str]:
+    """Exec the solution cells with ``sources`` swapped in; run every check; grade_id -> error ('' = passed)."""
+    import contextlib
+    import io
+
+    from llmcourse.grading import lora as G
+
+    ns: dict = {}
+    exec("import math\nimport torch\nimport torch.nn as nn", ns)
+    for gid in ("lora_linear", "apply_lora", "count_parameters"):
+        exec(sources.get(gid, SOL[gid]), ns)
+    errors = {}
+    for test, (check, name) in CHECKS.items():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                getattr(G, check)(ns[name])
+            errors[test] = ""
+        except AssertionError as e:
+            errors[test] = str(e)
+    return errors
+
+
+def test_catalogue_in_process():
+    """Every wrong implementation fails its named checks with its words; every correct one passes."""
+    assert not any(_run_in_process({}).values())
+    for name, (src, must_fail, words) in WRONG.items():
+        errors = _run_in_process(src)
+        failed = {k for k, v in errors.items() if v}
+        assert set(must_fail) <= failed, (name, must_fail, {k: v[:200] for k, v in errors.items() if v})
+        assert words in errors[must_fail[0]], (name, errors[must_fail[0]])
+    for name, src in CORRECT.items():
+        errors = _run_in_process(src)
+        assert not any(errors.values()), (name, {k: v for k, v in errors.items() if v})
+    for name, (src, must_fail, words) in FORBIDDEN.items():
+        errors = _run_in_process(src)
+        assert {k for k, v in errors.items() if v} == set(must_fail), (name, errors)
+        assert all("gets no credit" in errors[k] and words in errors[k] for k in must_fail), errors
+
+
+# ----------------------------------------------------------------------------- slow: the real nbgrader
+
+
+@pytest.fixture(scope="module")
+def graded():
+    """Every submission of this module, graded by ONE nbgrader autograde run."""
+    t0 = time.perf_counter()
+    course = Course.create(ASSIGNMENT, timeout=TIMEOUT)
+    subs = {"solution": course.submission(SOL), "release": course.submission({})}
+    subs.update({f"wrong_{n}": course.submission({**SOL, **src}) for n, (src, _, _) in WRONG.items()})
+    subs.update({f"correct_{n}": course.submission({**SOL, **src}) for n, src in CORRECT.items()})
+    subs.update({f"forbidden_{n}": course.submission({**SOL, **src}) for n, (src, _, _) in FORBIDDEN.items()})
+    subs.update({f"bad_{n}": course.submission(src, delete) for n, (src, delete) in BAD.items()})
+    for student, nb in subs.items():                    # the ungraded fine-tuning run: in the solution only
+        if student != "solution":
+            nb.cells = [c for c in nb.cells if "load_pretrained()" not in c.source]
+    results = course.grade(subs)
+    for student, r in results.items():                  # the table of the report, kept in the log
+        first = next((r.errors[k].splitlines()[0][:160] for k in r.lost() if r.errors.get(k)), "")
+        print(f"{student:42s} {r.total:4.0f}/{r.max_total:.0f}  lost {sorted(r.lost())}  {first}")
+    print(f"\nautograde of {len(subs)} submissions: {course.seconds:.0f} s "
+          f"(with setup {time.perf_counter() - t0:.0f} s)")
+    shutil.rmtree(course.root, ignore_errors=True)
+    return results
+
+
+def _hidden(result):
+    return {k: v for k, v in result.scores.items() if v[1] > 0}
+
+
+@pytest.mark.slow
+def test_solution_full_marks_release_zero(graded):
+    sol, rel = graded["solution"], graded["release"]
+    assert sol.max_total == 21
+    assert sol.total == sol.max_total, {k: sol.errors[k] for k in sol.lost()}
+    assert all(sol.stdout[k].startswith("ok: ") for k in _hidden(sol)), sol.stdout
+    assert rel.max_total == sol.max_total and rel.total == 0, rel.scores
+    assert "NotImplementedError" in rel.errors["test_lora_init"]
+    assert "replace it with your code" in rel.errors["test_lora_init"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(WRONG))
+def test_wrong_implementation_loses_points(graded, name):
+    _, must_fail, words = WRONG[name]
+    r = graded[f"wrong_{name}"]
+    assert r.total < r.max_total
+    lost = r.lost()
+    assert set(must_fail) <= set(lost), (must_fail, lost)
+    assert all(lost[k] == r.scores[k][1] for k in lost)              # a failed cell gives nothing
+    assert "AssertionError" in r.errors[must_fail[0]]
+    assert words in r.errors[must_fail[0]], r.errors[must_fail[0]]
+    part = next(iter(WRONG[name][0]))
+    untouched = {"lora_linear": COUNT_TESTS, "apply_lora": LORA_TESTS + COUNT_TESTS,
+                 "count_parameters": LORA_TESTS + APPLY_TESTS}[part]
+    assert not set(untouched) & set(lost), lost
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CORRECT))
+def test_correct_implementation_full_marks(graded, name):
+    r = graded[f"correct_{name}"]
+    assert r.total == r.max_total, {k: r.errors[k] for k in r.lost()}
+
+
+@pytest.mark.slow
+def test_learner_prints_and_warnings_cost_nothing(graded):
+    r = graded["correct_stores_original_weight"]
+    assert "applying LoRA" in r.stdout["visible_apply_lora"] or "harmless" in r.errors["visible_apply_lora"]
+    assert not any(r.errors[k] for k in _hidden(r))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FORBIDDEN))
+def test_library_calls_get_no_credit(graded, name):
+    _, must_fail, words = FORBIDDEN[name]
+    r = graded[f"forbidden_{name}"]
+    for k in must_fail:
+        assert r.scores[k][0] == 0, (k, r.scores[k])
+        assert "gets no credit" in r.errors[k] and words in r.errors[k], r.errors[k]
+    assert r.total == r.max_total - sum(r.scores[k][1] for k in must_fail)
+
+
+@pytest.mark.slow
+def test_bad_submissions_are_graded_without_extra_credit(graded):
+    pts = {k: m for k, (_, m) in graded["solution"].scores.items()}
+    lora_pts, apply_pts, count_pts = (sum(pts[k] for k in ks) for ks in (LORA_TESTS, APPLY_TESTS, COUNT_TESTS))
+
+    r = graded["bad_syntax_error"]                    # count_parameters undefined: its part lost
+    assert r.total == lora_pts + apply_pts, r.scores
+    assert "NameError" in r.errors["test_count_parameters"]
+
+    r = graded["bad_infinite_loop"]                   # per-cell timeout on the apply_lora cells
+    assert r.total == lora_pts + count_pts, r.scores
+    assert all("Timeout" in r.errors[k] or "KeyboardInterrupt" in r.errors[k] for k in APPLY_TESTS), r.errors
+
+    for student in ("bad_edited_test_cells", "bad_deleted_test_cells"):   # restored / re-added, graded
+        r = graded[student]
+        assert r.scores["test_lora_init"][0] == 0 and "scaling is alpha" in r.errors["test_lora_init"]
+        assert r.scores["test_lora_forward"][0] == 0
+        assert r.total == graded["wrong_scale_alpha"].total
