@@ -33,6 +33,7 @@ ends with ``"." + target``). Checked by ``tests/test_peft.py``.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -140,6 +141,14 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def unmerge_lora(model: nn.Module) -> nn.Module:
     for m in lora_layers(model).values():
         m.unmerge()
+    return model
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge every LoRA update and put the plain ``nn.Linear`` back: the base architecture. In place."""
+    for name, m in lora_layers(model).items():
+        m.merge()
+        _replace(model, name, m.base)
     return model
 
 
@@ -284,3 +293,29 @@ class PromptTuning(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+
+# ----------------------------------------------------------------------------- one fine-tuning run, measured
+
+
+def finetune(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg) -> dict:
+    """Train ``model``'s trainable parameters with :func:`llmcourse.train.train_lm`; measure.
+
+    Returns trainable and total parameters, the final validation loss, training seconds and
+    ms per step, the bytes of AdamW's state (read from the optimizer after one step on a
+    copy of the model: exp_avg and exp_avg_sq, 8 bytes per trainable float32 parameter),
+    and the :class:`~llmcourse.train.History`.
+    """
+    from .data import get_batch
+    from .train import make_optimizer, train_lm
+
+    probe = copy.deepcopy(model).train()
+    opt = make_optimizer(probe, cfg)
+    probe(*get_batch(train_ids, 2, cfg.block_size))[1].backward()
+    opt.step()
+    state = optimizer_state_bytes(opt)
+    del probe, opt
+    hist = train_lm(model, train_ids, val_ids, cfg, progress=False)
+    return {"trainable": count_parameters(model), "total": count_parameters(model, trainable_only=False),
+            "val_loss": hist.val_loss[-1], "seconds": hist.seconds,
+            "ms_per_step": 1000 * hist.seconds / cfg.max_iters, "adam_bytes": state, "history": hist}

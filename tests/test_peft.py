@@ -263,3 +263,26 @@ def test_milton_text_ships_and_fits_the_shakespeare_tokenizer():
     assert 70_000 < len(text) < 90_000
     tok = CharTokenizer.from_text(load_shakespeare())
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_merge_and_unload_gives_back_the_base_architecture(gpt):
+    model = peft.apply_lora(copy.deepcopy(gpt), ATTN, r=2)
+    _randomise([m.lora_B for m in peft.lora_layers(model).values()], std=0.2)
+    idx = _idx()
+    want, _ = model(idx)
+    plain = peft.merge_and_unload(model)
+    assert peft.lora_layers(plain) == {} and type(plain.blocks[0].attn.c_attn) is nn.Linear
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in gpt.named_parameters()]
+    torch.testing.assert_close(plain(idx)[0], want, atol=1e-5, rtol=1e-4)
+
+
+def test_finetune_measures_a_short_run(gpt):
+    from llmcourse.train import TrainConfig
+
+    ids = torch.randint(CFG.vocab_size, (400,), generator=torch.Generator().manual_seed(0))
+    model = peft.apply_lora(copy.deepcopy(gpt), ATTN, r=2)
+    cfg = TrainConfig(max_iters=3, batch_size=2, block_size=8, eval_interval=10, eval_iters=2)
+    out = peft.finetune(model, ids[:300], ids[300:], cfg)
+    assert out["trainable"] == peft.count_parameters(model) == 2 * (2 * (8 + 24) + 2 * (8 + 8))
+    assert out["adam_bytes"] == 8 * out["trainable"]
+    assert len(out["history"].train_loss) == 3 and out["val_loss"] == out["history"].val_loss[-1]
