@@ -286,3 +286,16 @@ def test_finetune_measures_a_short_run(gpt):
     assert out["trainable"] == peft.count_parameters(model) == 2 * (2 * (8 + 24) + 2 * (8 + 8))
     assert out["adam_bytes"] == 8 * out["trainable"]
     assert len(out["history"].train_loss) == 3 and out["val_loss"] == out["history"].val_loss[-1]
+
+
+def test_latency_benchmark_runs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lora_latency.py"
+    spec = importlib.util.spec_from_file_location("lora_latency", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--quick", "--batch-size", "1", "--seq-len", "8"])
+    assert set(out) == {"base", "LoRA r=4 unmerged", "LoRA r=4 merged"}
+    assert all(v["median_ms"] > 0 for v in out.values())
