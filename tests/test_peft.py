@@ -299,3 +299,20 @@ def test_latency_benchmark_runs():
     out = mod.main(["--quick", "--batch-size", "1", "--seq-len", "8"])
     assert set(out) == {"base", "LoRA r=4 unmerged", "LoRA r=4 merged"}
     assert all(v["median_ms"] > 0 for v in out.values())
+
+
+def test_lora_runs_script_smoke(tmp_path):
+    from llmcourse.data import data_path
+
+    if not data_path("gpt_shakespeare.pt").is_file():
+        pytest.skip("the pretrained checkpoint llmcourse/data/gpt_shakespeare.pt is not built yet")
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("lora_runs", Path(__file__).resolve().parents[1] / "scripts" / "lora_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--steps", "2", "--seeds", "0", "--ranks", "1", "--eval-iters", "1",
+                    "--eval-interval", "1", "--out", str(tmp_path / "runs.json")])
+    assert set(out["runs"]) == {"full", "LoRA r=1"} and (tmp_path / "runs.json").is_file()
+    assert out["runs"]["LoRA r=1"][0]["adam_bytes"] == 8 * out["runs"]["LoRA r=1"][0]["trainable"]
