@@ -96,7 +96,8 @@ def _init_problem(m, base, r, alpha, d_in) -> str | None:
     if A.abs().max() > bound * (1 + 1e-4) or A.numel() >= 64 and A.std() < 0.35 * bound:
         return (f"A does not look like nn.Linear's initialisation (uniform in ±1/√in_features = ±{bound:.3f}, "
                 f"got values up to {A.abs().max():.3f}, std {A.std():.3f}): use "
-                f"nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))")
+                f"nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5)) (the paper draws A from a Gaussian; this "
+                f"assignment, like huggingface peft, asks for nn.Linear's init)")
     if A.numel() > 1 and torch.unique(A).numel() == 1:
         return "every entry of A is the same number: A must be random"
     scaling = getattr(m, "scaling", None)
