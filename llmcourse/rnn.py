@@ -9,7 +9,8 @@ decoder step).
 One class, one switch: ``attention=False`` is RNNencdec (the whole source squeezed into
 the encoder's final states), ``attention=True`` is RNNsearch. Simplifications against
 the paper: GRU cells from PyTorch, no maxout deep output (a linear read-out of
-[s_i; c_i; E y_{i-1}]), greedy decoding instead of beam search.
+[s_i; c_i; E y_{i-1}]), s_0 computed from both final encoder states (the paper uses the
+backward one), greedy decoding instead of beam search.
 """
 from __future__ import annotations
 

@@ -166,3 +166,15 @@ def test_ch02_script_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert {r["model"] for r in res["runs"]} == {"transformer", "gru_attention"}
     assert all(len(r["final_exact_each"]) == 8 for r in res["runs"])
+
+
+def test_shipped_ch02_results_match_the_script():
+    """The data file the chapter loads has what the chapter reads, from the script's defaults."""
+    res = json.loads((ROOT / "llmcourse" / "data" / "ch02_transformer_vs_gru.json").read_text())
+    assert res["meta"]["epochs"] == 16 and res["meta"]["max_len"] == 30
+    assert sorted((r["model"], r["seed"]) for r in res["runs"]) == [
+        ("gru_attention", 0), ("gru_attention", 1), ("transformer", 0), ("transformer", 1)]
+    for r in res["runs"]:
+        assert len(r["final_exact_each"]) == len(r["src_len"]) == res["meta"]["n_val"]
+        assert len(r["epoch_cpu_seconds"]) == 16 and r["eval_epochs"][-1] == 16
+        assert r["exact"][-1] == sum(r["final_exact_each"]) / len(r["final_exact_each"])
