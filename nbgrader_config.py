@@ -18,3 +18,15 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # A learner who deletes a test cell gets it back (re-added from the gradebook) and graded.
 c.OverwriteCells.add_missing_cells = True
+
+# Grade on when a submission kills or hangs its kernel (nbgrader's own executor gives up
+# on the whole notebook), and load the tamper guard into every kernel before any cell.
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,  # noqa: E402
+                                    LimitOutput, SaveAutoGrades)
+
+from llmcourse.grading.executor import ResilientExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [ResilientExecute, IgnorePattern, ClearMetadataPreprocessor,
+                                       LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+c.Execute.extra_arguments = ["--ext=llmcourse.grading.guard"]

@@ -1,0 +1,439 @@
+"""Grade a batch of submissions: in parallel, each in a box of its own, into nbgrader's gradebook.
+
+``llmcourse grade ASSIGNMENT`` (instructors) and ``llmcourse check NOTEBOOK`` (learners)
+both come here. For each student with ``submitted/<student>/<assignment>/``:
+
+1. the submission is copied into a fresh temporary course (the course's
+   ``nbgrader_config.py``, the assignment's source notebooks, a gradebook that knows the
+   assignment), regular files only, after checking that each notebook is there (or
+   renamed), is JSON, and is a notebook nbgrader can read;
+2. ``nbgrader autograde --student <student>`` runs there, under :mod:`.sandbox` limits,
+   with :class:`~llmcourse.grading.executor.ResilientExecute` and the tamper guard;
+3. back in the grader's own process, the autograded notebook is copied to
+   ``autograded/<student>/<assignment>/`` and nbgrader's own ``SaveAutoGrades`` writes its
+   scores into the course's gradebook, so ``nbgrader export`` and
+   ``nbgrader generate_feedback`` work as after a plain ``nbgrader autograde``.
+
+Nothing a submission does can reach the course's files: the box sees them read-only,
+and only the grader's process writes the gradebook. A rerun skips a student whose
+submission, assignment source and grader version are unchanged (``force`` regrades).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import sandbox
+from .scan import scan_notebook
+
+GRADER_VERSION = "1"
+STATE_FILE = ".llmcourse-grade.json"
+TAMPER_MARK = "tampering detected"
+
+
+@dataclass
+class Part:
+    """One graded cell of one student."""
+
+    notebook: str
+    grade_id: str
+    score: float
+    max_score: float
+    status: str          # ok | failed | error | kernel-died | timeout | tampered | missing | invalid
+    message: str = ""
+
+
+@dataclass
+class StudentResult:
+    student: str
+    status: str          # graded | unchanged | no-notebook | invalid-notebook | timeout | crashed
+    parts: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return sum(p.score for p in self.parts)
+
+    @property
+    def max_score(self) -> float:
+        return sum(p.max_score for p in self.parts)
+
+
+# ----------------------------------------------------------------------------- the course
+
+
+class Course:
+    """An nbgrader course root: its config, folders and gradebook."""
+
+    def __init__(self, root: Path):
+        from nbgrader.coursedir import CourseDirectory
+        from traitlets.config.loader import PyFileConfigLoader
+
+        self.root = Path(root).resolve()
+        cfg_file = self.root / "nbgrader_config.py"
+        if not cfg_file.exists():
+            raise SystemExit(f"{cfg_file} not found: run from the course's root folder (where nbgrader_config.py is)")
+        config = PyFileConfigLoader("nbgrader_config.py", path=str(self.root)).load_config()
+        self.coursedir = CourseDirectory(config=config, root=str(self.root))
+
+    def folder(self, kind: str) -> Path:
+        return self.root / getattr(self.coursedir, f"{kind}_directory")
+
+    @property
+    def db_url(self) -> str:
+        return self.coursedir.db_url
+
+    def source_notebooks(self, assignment: str) -> list[str]:
+        src = self.folder("source") / assignment
+        names = sorted(p.stem for p in src.glob("*.ipynb"))
+        if not names:
+            raise SystemExit(f"no source notebooks in {src}: is '{assignment}' one of the course's assignments?")
+        return names
+
+    def students(self, assignment: str) -> list[str]:
+        sub = self.folder("submitted")
+        return sorted(p.name for p in sub.iterdir() if (p / assignment).is_dir()) if sub.exists() else []
+
+
+def nbgrader_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nbgrader", *args]
+
+
+def env_with_venv() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def ensure_assignment_in_gradebook(course: Course, assignment: str) -> None:
+    """Register the assignment in the course gradebook (generate_assignment into a temp release)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(course.db_url) as gb:
+        try:
+            gb.find_assignment(assignment)
+            return
+        except MissingEntry:
+            pass
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as rel:
+        proc = subprocess.run(nbgrader_cmd("generate_assignment", assignment, "--force",
+                                           f"--CourseDirectory.release_directory={rel}"),
+                              cwd=course.root, env=env_with_venv(), capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"could not register '{assignment}' in the gradebook:\n{proc.stderr[-3000:]}")
+
+
+def make_template(course: Course, assignment: str, dest: Path) -> Path:
+    """A minimal course root that knows the assignment: config, sources, gradebook."""
+    import subprocess
+
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(course.root / "nbgrader_config.py", dest / "nbgrader_config.py")
+    src_rel = course.folder("source").relative_to(course.root)
+    shutil.copytree(course.folder("source") / assignment, dest / src_rel / assignment)
+    proc = subprocess.run(nbgrader_cmd("generate_assignment", assignment, "--force",
+                                       f"--CourseDirectory.root={dest}", "--CourseDirectory.release_directory=.release"),
+                          cwd=dest, env=env_with_venv(), capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"nbgrader generate_assignment failed in the grading template:\n{proc.stderr[-3000:]}")
+    shutil.rmtree(dest / ".release", ignore_errors=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- one submission
+
+
+def fingerprint(course: Course, assignment: str, student: str) -> str:
+    """Hash of what decides a grade: the submission, the assignment's sources, the grader."""
+    import llmcourse
+
+    h = hashlib.sha256(f"{GRADER_VERSION}:{llmcourse.__version__}".encode())
+    for folder in (course.folder("submitted") / student / assignment, course.folder("source") / assignment):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                h.update(str(path.relative_to(folder)).encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _grade_ids(nb: dict) -> set:
+    return {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.get("cells", [])} - {None}
+
+
+def prepare(course: Course, template: Path, assignment: str, student: str, work: Path,
+            notebooks: list[str]) -> tuple[list, dict]:
+    """Copy template and submission into ``work``; return (notes, {notebook: problem})."""
+    shutil.copytree(template, work, dirs_exist_ok=True)
+    src = course.folder("submitted") / student / assignment
+    dst = work / course.folder("submitted").relative_to(course.root) / student / assignment
+    dst.mkdir(parents=True)
+    notes, problems = [], {}
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if path.is_symlink():
+            notes.append(f"{rel}: a symbolic link, not copied")
+        elif path.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dst / rel)
+    source_ids = {name: _grade_ids(nbformat.read(course.folder("source") / assignment / f"{name}.ipynb", 4))
+                  for name in notebooks}
+    for name in notebooks:
+        path = dst / f"{name}.ipynb"
+        if not path.exists():
+            renamed = _find_renamed(dst, source_ids[name], {f"{n}.ipynb" for n in notebooks})
+            if renamed is None:
+                problems[name] = (f"missing: {name}.ipynb is not in the submission "
+                                  f"(files: {', '.join(sorted(p.name for p in dst.iterdir())) or 'none'})")
+                continue
+            notes.append(f"{renamed.name} graded as {name}.ipynb (it holds this notebook's cells)")
+            renamed.rename(path)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            problems[name] = f"invalid: {name}.ipynb is not valid JSON ({exc}); nothing in it could be graded"
+            continue
+        try:
+            nb = nbformat.reads(json.dumps(raw), as_version=4)
+            nbformat.validate(nb)
+            if not isinstance(raw, dict) or raw.get("nbformat") != 4:
+                notes.append(f"{name}.ipynb: nbformat {raw.get('nbformat')} converted to 4")
+                nbformat.write(nb, path)
+        except Exception as exc:  # nbformat raises several kinds
+            problems[name] = (f"invalid: {name}.ipynb is JSON but not a notebook nbgrader can read "
+                              f"({type(exc).__name__}: {str(exc)[:200]})")
+            continue
+        notes += [f"{name}.ipynb: {finding}" for finding in scan_notebook(nb)]
+    for name in problems:
+        (dst / f"{name}.ipynb").unlink(missing_ok=True)
+    return notes, problems
+
+
+def _find_renamed(folder: Path, ids: set, expected: set) -> Path | None:
+    best, overlap = None, 0
+    for path in folder.glob("*.ipynb"):
+        if path.name in expected:
+            continue
+        try:
+            found = len(_grade_ids(json.loads(path.read_text(encoding="utf-8"))) & ids)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if found > overlap:
+            best, overlap = path, found
+    return best
+
+
+def run_autograde(work: Path, assignment: str, student: str, limits: sandbox.Limits, slot: int,
+                  cell_timeout: int | None, use_bwrap: bool | None) -> sandbox.Result:
+    args = ["autograde", assignment, "--student", student, "--force", f"--CourseDirectory.root={work}"]
+    if cell_timeout:
+        args.append(f"--Execute.timeout={cell_timeout}")
+    extra = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return sandbox.run(nbgrader_cmd(*args), work, limits, slot=slot, extra_env=extra, use_bwrap=use_bwrap)
+
+
+def _cell_text(cell) -> str:
+    parts = []
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            parts.append(out.get("text", ""))
+        elif out.get("output_type") == "error":
+            parts.append(f"{out.get('ename')}: {out.get('evalue')}")
+    return "".join(parts)
+
+
+def _part_from_cell(name: str, cell) -> Part:
+    from nbgrader.utils import determine_grade
+
+    meta = cell.metadata.nbgrader
+    score, max_score = determine_grade(cell)
+    errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    text = _cell_text(cell)
+    if errors:
+        ename = errors[-1].get("ename", "")
+        status = {"KernelDied": "kernel-died", "CellTimeoutError": "timeout"}.get(ename, "failed")
+        message = f"{ename}: {errors[-1].get('evalue', '')}".strip()
+        if ename == "KeyboardInterrupt" or any(o.get("ename") == "CellTimeoutError" for o in errors):
+            status, message = "timeout", "the cell ran past the time limit and was interrupted"
+    elif any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in cell.get("outputs", [])):
+        status, message = "failed", "the test wrote to stderr (nbgrader counts that as a failure)"
+    else:
+        status, message = "ok", ""
+    if TAMPER_MARK in text.lower():
+        line = next(ln for ln in text.splitlines() if TAMPER_MARK in ln.lower())
+        status, message = "tampered", line.strip() + (f" | {message}" if message else "")
+    return Part(name, meta["grade_id"], float(score or 0.0), float(max_score), status, message[:500])
+
+
+def _source_parts(course: Course, assignment: str, name: str) -> list:
+    nb = nbformat.read(course.folder("source") / assignment / f"{name}.ipynb", 4)
+    return [(c.metadata.nbgrader["grade_id"], float(c.metadata.nbgrader.get("points", 0)))
+            for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+
+
+def collect(course: Course, assignment: str, student: str, work: Path, notebooks: list[str],
+            problems: dict, job: sandbox.Result | None) -> list:
+    """Copy the autograded notebooks into the course and save their grades in its gradebook."""
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import SaveAutoGrades
+
+    import warnings
+
+    from sqlalchemy.exc import SAWarning
+
+    warnings.filterwarnings("ignore", category=SAWarning)   # nbgrader's add_submission, harmless
+    out_dir = course.folder("autograded") / student / assignment
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    with Gradebook(course.db_url) as gb:
+        gb.update_or_create_student(student)
+        gb.update_or_create_submission(assignment, student)
+    parts = []
+    for name in notebooks:
+        graded = work / course.folder("autograded").relative_to(course.root) / student / assignment / f"{name}.ipynb"
+        if name in problems or not graded.exists():
+            if name in problems:
+                status, message = problems[name].split(": ", 1)
+            elif job is not None and job.status == "timeout":
+                status, message = "timeout", "; ".join(job.notes) or "grading ran past the wall-clock limit"
+            else:
+                status = "crashed"
+                message = "nbgrader could not grade this notebook: " + (job.stderr.strip().splitlines() or ["?"])[-1]
+            with Gradebook(course.db_url) as gb:
+                for grade_id, points in _source_parts(course, assignment, name):
+                    grade = gb.find_grade(grade_id, name, assignment, student)
+                    grade.auto_score, grade.needs_manual_grade = 0.0, False
+                    parts.append(Part(name, grade_id, 0.0, points, status, message[:500]))
+                gb.db.commit()
+            continue
+        nb = nbformat.read(graded, 4)
+        shutil.copyfile(graded, out_dir / f"{name}.ipynb")
+        resources = {"nbgrader": {"notebook": name, "assignment": assignment, "student": student,
+                                  "db_url": course.db_url}}
+        SaveAutoGrades().preprocess(nb, resources)
+        parts += [_part_from_cell(name, c) for c in nb.cells
+                  if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"
+                  and not c.metadata.nbgrader.get("solution")]
+    return parts
+
+
+# ----------------------------------------------------------------------------- the batch
+
+
+def grade(course_root: Path, assignment: str, workers: int | None = None, force: bool = False,
+          limits: sandbox.Limits | None = None, cell_timeout: int | None = None, students=None,
+          use_bwrap: bool | None = None, feedback: bool = True, progress: bool = True,
+          csv_path: Path | None = None) -> list[StudentResult]:
+    """Grade every submission of ``assignment`` under ``course_root``; return one result per student."""
+    import subprocess
+    import threading
+
+    from tqdm.auto import tqdm
+
+    course = Course(course_root)
+    notebooks = course.source_notebooks(assignment)
+    students = list(students) if students is not None else course.students(assignment)
+    workers = max(1, workers or os.cpu_count() or 1)
+    limits = limits or sandbox.Limits()
+    ensure_assignment_in_gradebook(course, assignment)
+    lock = threading.Lock()
+    results: dict[str, StudentResult] = {}
+    todo = []
+    for student in students:
+        state = course.folder("autograded") / student / assignment / STATE_FILE
+        fp = fingerprint(course, assignment, student)
+        if not force and state.exists():
+            saved = json.loads(state.read_text())
+            if saved.get("fingerprint") == fp:
+                r = StudentResult(**{**saved["result"], "parts": [Part(**p) for p in saved["result"]["parts"]]})
+                r.status, r.seconds = "unchanged", 0.0
+                results[student] = r
+                continue
+        todo.append((student, fp))
+
+    with tempfile.TemporaryDirectory(prefix="llmcourse-grade-") as tmp:
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o755)
+        template = make_template(course, assignment, tmp / "template") if todo else None
+        slots = list(range(workers))
+
+        def one(student: str, fp: str) -> StudentResult:
+            with lock:
+                slot = slots.pop()
+            start = time.perf_counter()
+            work = tmp / f"work-{slot}-{student}"
+            try:
+                notes, problems = prepare(course, template, assignment, student, work, notebooks)
+                job = None
+                if len(problems) < len(notebooks):
+                    job = run_autograde(work, assignment, student, limits, slot, cell_timeout, use_bwrap)
+                    notes += job.notes
+                with lock:
+                    parts = collect(course, assignment, student, work, notebooks, problems, job)
+                status = "graded"
+                if problems and len(problems) == len(notebooks):
+                    status = next(iter(problems.values())).split(":", 1)[0] + "-notebook"
+                elif job is not None and job.status == "timeout":
+                    status = "timeout"
+                result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
+                state = course.folder("autograded") / student / assignment / STATE_FILE
+                state.write_text(json.dumps({"fingerprint": fp, "result": asdict(result)}, indent=1))
+                if feedback:
+                    subprocess.run(nbgrader_cmd("generate_feedback", assignment, "--student", student, "--force"),
+                                   cwd=course.root, env=env_with_venv(), capture_output=True)
+                    write_summary(course, assignment, result)
+                return result
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+                with lock:
+                    slots.append(slot)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(one, s, fp): s for s, fp in todo}
+            bar = tqdm(total=len(futures), desc=f"grading {assignment}", unit="submission", disable=not progress)
+            for fut in as_completed(futures):
+                r = fut.result()
+                results[r.student] = r
+                bar.set_postfix_str(f"{r.student}: {r.score:g}/{r.max_score:g} {r.status}")
+                bar.update()
+            bar.close()
+    ordered = [results[s] for s in students]
+    write_csv(csv_path or course.root / f"grades-{assignment}.csv", ordered)
+    return ordered
+
+
+def write_summary(course: Course, assignment: str, r: StudentResult) -> None:
+    folder = course.folder("feedback") / r.student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"{assignment}: {r.score:g} / {r.max_score:g} points ({r.status})", ""]
+    for p in r.parts:
+        lines.append(f"{p.grade_id:32s} {p.score:5g} / {p.max_score:<5g} {p.status}"
+                     + (f"\n    {p.message}" if p.message else ""))
+    if r.notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in r.notes]
+    (folder / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_csv(path: Path, results: list) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "part", "score", "max_score", "status", "message"])
+        for r in results:
+            for p in r.parts:
+                w.writerow([r.student, p.grade_id, f"{p.score:g}", f"{p.max_score:g}", p.status, p.message])
+            if not r.parts:
+                w.writerow([r.student, "", 0, 0, r.status, "; ".join(r.notes)])
