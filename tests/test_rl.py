@@ -200,3 +200,25 @@ def test_trainers_smoke_and_deterministic():
     a = train_a2c(A2CConfig(total_steps=400, num_envs=4, num_steps=5, seed=0), progress=False)
     assert len(a.stats) == 20 and all(np.isfinite(s["policy_loss"]) for s in a.stats)
     assert 0 < evaluate(a.model, episodes=3) <= 500
+
+
+def test_sweep_script_runs_and_shipped_results_are_complete(tmp_path):
+    """scripts/rl_sweeps.py regenerates the shipped file: smoke-run it, check the file."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rl.json"
+    subprocess.run([sys.executable, str(root / "scripts" / "rl_sweeps.py"), "--quick", "--out", str(out)],
+                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    quick = json.loads(out.read_text())
+    shipped = json.loads((root / "llmcourse" / "data" / "rl_sweeps.json").read_text())
+    for res in (quick, shipped):
+        assert set(res["workers"]) == {"1", "4", "16"} and set(res["clip"]) == {"0.1", "0.2", "0.3", "none"}
+        assert len(res["compare"]["A2C"]) == len(res["seeds"])
+        run = res["clip"]["0.2"][0]
+        assert len(run["curve"]) == len(res["grid"]) and len(run["approx_kl"]) == len(run["stat_steps"])
+    assert len(shipped["seeds"]) >= 3

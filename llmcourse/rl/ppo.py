@@ -30,7 +30,8 @@ class PPOConfig:
     num_steps: int = 32           #: steps per environment per rollout
     total_steps: int = 100_000    #: environment steps (all envs) of the whole run
     lr: float = 1e-3              #: Adam learning rate
-    anneal_lr: bool = True        #: decay the learning rate linearly to 0
+    anneal_lr: bool = True        #: decay the learning rate linearly to 0 ...
+    anneal_steps: int = 0         #: ... over this many env steps (0: total_steps)
     update_epochs: int = 10       #: passes over each rollout
     num_minibatches: int = 2      #: minibatches per pass
     gamma: float = 0.98           #: discount
@@ -89,9 +90,10 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> RLHistory:
     collector = Collector(envs, model, cfg.seed)
     hist, t0 = RLHistory(model=model), time.perf_counter()
     n_updates = cfg.total_steps // (cfg.num_envs * cfg.num_steps)
+    n_anneal = (cfg.anneal_steps or cfg.total_steps) // (cfg.num_envs * cfg.num_steps)
     for it in tqdm(range(n_updates), desc="PPO", disable=not progress):
         if cfg.anneal_lr:
-            optimizer.param_groups[0]["lr"] = cfg.lr * (1 - it / n_updates)
+            optimizer.param_groups[0]["lr"] = cfg.lr * max(0.0, 1 - it / n_anneal)
         ro = collector.collect(cfg.num_steps)
         adv, ret = compute_gae(ro.rewards, ro.values, ro.next_values, ro.terminated,
                                ro.truncated, cfg.gamma, cfg.gae_lambda)
