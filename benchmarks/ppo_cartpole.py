@@ -3,7 +3,9 @@
 "Solved" = mean greedy return >= 475 over 20 evaluation episodes (evaluated every
 ``--eval-every`` updates of 256 steps). Each seed runs in a fresh Python process with
 one torch thread; the wall time reported per seed covers the whole process (imports,
-environment creation, training and evaluations up to the solving evaluation).
+environment creation, training and evaluations up to the solving evaluation, plus a
+check of the solving policy on 100 fresh episodes, reported but not part of the
+criterion).
 
     .venv/bin/python benchmarks/ppo_cartpole.py            # seeds 1-5
     .venv/bin/python benchmarks/ppo_cartpole.py --seeds 1 2
@@ -24,13 +26,15 @@ def run_one(seed: int, eval_every: int) -> dict:
     """Inside the child process: train until solved or out of budget."""
     import torch
     torch.set_num_threads(1)
-    from llmcourse.rl import PPOConfig, train_ppo
+    from llmcourse.rl import PPOConfig, evaluate, train_ppo
     cfg = PPOConfig(seed=seed, total_steps=MAX_STEPS, eval_every=eval_every,
                     stop_when_solved=True)
     hist = train_ppo(cfg, progress=False)
     best = max(s for _, s in hist.evals)
+    # not part of the criterion: the solving policy on 100 fresh episodes (other seeds)
+    confirm = evaluate(hist.model, episodes=100, seed=50_000 + seed)
     return {"seed": seed, "solved_step": hist.solved_step, "train_seconds": hist.seconds,
-            "best_eval": best, "evals": len(hist.evals)}
+            "best_eval": best, "evals": len(hist.evals), "confirm": confirm}
 
 
 def main() -> None:
@@ -44,7 +48,7 @@ def main() -> None:
         return
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     print(f"{'seed':>4} {'solved':>6} {'steps':>7} {'process s':>9} {'train s':>7} "
-          f"{'best eval':>9}")
+          f"{'best eval':>9} {'100 fresh eps':>13}")
     ok = 0
     for seed in args.seeds:
         t0 = time.perf_counter()
@@ -58,7 +62,7 @@ def main() -> None:
         ok += solved
         steps = r["solved_step"] if r["solved_step"] is not None else "-"
         print(f"{seed:>4} {'yes' if solved else 'no':>6} {steps:>7} {wall:>9.1f} "
-              f"{r['train_seconds']:>7.1f} {r['best_eval']:>9.1f}", flush=True)
+              f"{r['train_seconds']:>7.1f} {r['best_eval']:>9.1f} {r['confirm']:>13.1f}", flush=True)
     print(f"solved {ok}/{len(args.seeds)} seeds (target: >= 4 of 5; <= {MAX_STEPS} steps, "
           f"<= {MAX_SECONDS:.0f} s each)")
     sys.exit(0 if ok >= min(4, len(args.seeds)) else 1)
