@@ -389,6 +389,10 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
                     status = next(iter(problems.values())).split(":", 1)[0] + "-notebook"
                 elif job is not None and job.status == "timeout":
                     status = "timeout"
+                elif any(p.status == "tampered" for p in parts) or any("tampering:" in n for n in notes):
+                    status = "tampered"
+                elif any(p.status == "kernel-died" for p in parts) or "KernelDied" in (job.stdout + job.stderr if job else ""):
+                    status = "kernel-died"
                 result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
                 state = course.folder("autograded") / student / assignment / STATE_FILE
                 state.write_text(json.dumps({"fingerprint": fp, "result": asdict(result)}, indent=1))

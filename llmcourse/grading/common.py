@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import guard as _guard
+
 # ----------------------------------------------------------------------------- seeding
 
 
@@ -54,6 +56,7 @@ def graded(what: str, seed: int = 0):
     def deco(check):
         @functools.wraps(check)
         def wrapper(*args, **kwargs):
+            _note_earlier_tampering()
             with seeded(seed), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = check(*args, **kwargs)
@@ -139,6 +142,20 @@ def _learner_line(tb) -> str:
     return f" (at `{f.line}`)" if f.line else ""
 
 
+def _tamper_message(what: str, found: list) -> str:
+    return (f"tampering detected: while {what} ran, " + "; ".join(found[:5])
+            + (f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            + ". The grader put the originals back; this part gets no credit.")
+
+
+def _note_earlier_tampering() -> None:
+    """Print (to stdout, so it lands in the feedback) what the guard found and undid earlier."""
+    for where, found in _guard.events():
+        if not where.startswith("during "):
+            print(f"note: tampering detected {where}: " + "; ".join(found[:5])
+                  + ". It was undone before this test, which graded your code against the originals.")
+
+
 def call_learner(fn, *args, what: str = "your function", forbid: Forbidden | None = None, **kwargs):
     """Call ``fn(*args, **kwargs)`` quietly; turn its exceptions and forbidden calls into failures.
 
@@ -149,6 +166,7 @@ def call_learner(fn, *args, what: str = "your function", forbid: Forbidden | Non
     """
     watcher = _Watcher(forbid or Forbidden())
     old_profile = sys.getprofile()
+    tampered: list[str] = []
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
                 warnings.catch_warnings():
@@ -157,18 +175,25 @@ def call_learner(fn, *args, what: str = "your function", forbid: Forbidden | Non
             try:
                 result = fn(*args, **kwargs)
             finally:
+                if sys.getprofile() is not watcher:
+                    tampered.append("the profiler that watches for library calls was switched off")
                 sys.setprofile(old_profile)
+                tampered += _guard.check_and_restore(f"during {what}")
     except KeyboardInterrupt:
         # nbgrader interrupts a cell that runs past Execute.timeout: say so instead of a bare traceback
         raise AssertionError(f"{what} did not finish and was interrupted, probably by the grader's time "
                              f"limit per cell: is there an infinite loop?") from None
     except Exception as e:
+        if tampered:
+            raise AssertionError(_tamper_message(what, tampered)) from None
         hint = ""
         if isinstance(e, NotImplementedError):
             hint = " (the stub `raise NotImplementedError()` is still there: replace it with your code)"
         detail = f": {e}" if str(e) else ""
         raise AssertionError(f"{what} raised {type(e).__name__}{detail}{_learner_line(e.__traceback__)}"
                              f"{hint}") from None
+    if tampered:
+        raise AssertionError(_tamper_message(what, tampered))
     if watcher.hits:
         raise AssertionError(
             f"{what} calls {watcher.hits[0]}, which does the very computation this part asks you to "
@@ -191,13 +216,15 @@ def quiet():
 
 def close(got, want, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
     """True when ``got`` is a tensor of ``want``'s shape and close to it (compared in float64)."""
-    return (isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(want.shape)
+    return (type(got) in (torch.Tensor, nn.Parameter) and tuple(got.shape) == tuple(want.shape)
             and bool(torch.allclose(got.detach().double(), want.detach().double(), atol=atol, rtol=rtol)))
 
 
 def require_tensor(x, name: str, shape: tuple | None = None) -> torch.Tensor:
     """Assert that ``x`` is a tensor (of ``shape``), with a message naming ``name``."""
     assert isinstance(x, torch.Tensor), f"{name} should be a torch.Tensor, got {type(x).__name__}"
+    assert type(x) in (torch.Tensor, nn.Parameter), (
+        f"{name} is a {type(x).__name__}, a subclass of torch.Tensor: return a plain torch.Tensor")
     if shape is not None:
         assert tuple(x.shape) == tuple(shape), (
             f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)}")

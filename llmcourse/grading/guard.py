@@ -32,6 +32,10 @@ GUARDED_MODULES = (
 #: classes whose attribute dictionaries are guarded (Python-level classes only)
 GUARDED_CLASSES = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Linear"))
 
+#: names IPython and ipykernel rebind themselves while running cells (not tampering)
+IPYTHON_MANAGED = {("builtins", n) for n in ("input", "raw_input", "get_ipython", "display", "exit", "quit",
+                                            "_", "__", "___", "help", "__IPYTHON__")}
+
 _state: dict = {}
 
 
@@ -80,7 +84,7 @@ def check_and_restore(where: str = "") -> list[str]:
             found.append(f"sys.modules[{name!r}] was replaced")
         current = st["vars"](mod)
         for attr, original in st["snapshots"][name].items():
-            if current.get(attr, _MISSING) is not original:
+            if current.get(attr, _MISSING) is not original and (name, attr) not in IPYTHON_MANAGED:
                 st["setattr"](mod, attr, original)
                 found.append(f"{name}.{attr} was replaced" if attr in current else f"{name}.{attr} was deleted")
     for qual, (cls, saved) in st["classes"].items():
