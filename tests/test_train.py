@@ -110,3 +110,14 @@ def test_pretrain_script_runs(tmp_path):
     assert ckpt["info"]["iterations"] == 3
     model = GPT.from_checkpoint(ckpt)
     assert model.config.n_layer == 1 and model.config.vocab_size == len(ckpt["chars"])
+
+
+def test_plots_smooth_against_loop():
+    import numpy as np
+
+    from llmcourse.plots import smooth
+
+    v = np.random.default_rng(0).normal(size=40)
+    for w in (1, 5, 60):
+        ref = [v[max(0, i + 1 - w):i + 1].mean() for i in range(len(v))]
+        np.testing.assert_allclose(smooth(v, w), ref, rtol=1e-12)
