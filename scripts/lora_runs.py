@@ -4,7 +4,8 @@ The chapter (book/part2/12_lora) runs one seed for 150 steps live; this script r
 comparison for more steps and seeds and writes ``llmcourse/data/lora_runs.json``, which the
 chapter loads and plots beside its live run. Same model (the course's pretrained GPT, from
 :func:`llmcourse.gpt.load_pretrained`), same text (Milton, :func:`llmcourse.data.load_text`),
-same targets (``attn.c_attn``, ``attn.c_proj``), alpha = 8, learning rates 5e-4 (full) and
+same targets (``attn.c_attn``, ``attn.c_proj``; plus one run of rank 4 on every linear layer,
+MLP included), alpha = 8, learning rates 5e-4 (full) and
 3e-3 (LoRA). The seed sets the batches and LoRA's random A.
 
 Usage (the shipped file; its settings and seconds are in the JSON)::
@@ -32,6 +33,7 @@ from llmcourse.train import TrainConfig, estimate_loss
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "lora_runs.json"
 TARGETS = ["attn.c_attn", "attn.c_proj"]
+ALL_LINEAR = ["c_attn", "c_proj", "c_fc"]          # attention and MLP: every Linear but the tied head
 
 
 def main(argv=None) -> dict:
@@ -39,6 +41,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--all-linear-rank", type=int, default=4,
+                   help="also run LoRA of this rank on the MLP layers too (0: skip)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--block-size", type=int, default=64)
     p.add_argument("--eval-interval", type=int, default=50)
@@ -59,11 +63,14 @@ def main(argv=None) -> dict:
                            eval_iters=args.eval_iters, seed=seed)
 
     out = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-           "targets": TARGETS, "alpha": 8, "lr": {"full": 5e-4, "lora": 3e-3},
+           "targets": TARGETS, "all_linear_targets": ALL_LINEAR, "alpha": 8, "lr": {"full": 5e-4, "lora": 3e-3},
            "zero_shot_val_loss": estimate_loss(base, val_ids, cfg(0.0, 0)), "runs": {}}
     methods = {"full": (lambda m: m.requires_grad_(True), 5e-4)}
     methods.update({f"LoRA r={r}": (lambda m, r=r: peft.apply_lora(m, TARGETS, r=r, alpha=8), 3e-3)
                     for r in args.ranks})
+    if args.all_linear_rank:
+        r = args.all_linear_rank
+        methods[f"LoRA r={r}, all linear"] = (lambda m: peft.apply_lora(m, ALL_LINEAR, r=r, alpha=8), 3e-3)
     for name, (make, lr) in methods.items():
         for seed in args.seeds:
             torch.manual_seed(1000 * seed + 7)                  # LoRA's A: independent per seed and rank

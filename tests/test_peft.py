@@ -312,7 +312,7 @@ def test_lora_runs_script_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("lora_runs", Path(__file__).resolve().parents[1] / "scripts" / "lora_runs.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.main(["--steps", "2", "--seeds", "0", "--ranks", "1", "--eval-iters", "1",
+    out = mod.main(["--steps", "2", "--seeds", "0", "--ranks", "1", "--all-linear-rank", "0", "--eval-iters", "1",
                     "--eval-interval", "1", "--out", str(tmp_path / "runs.json")])
     assert set(out["runs"]) == {"full", "LoRA r=1"} and (tmp_path / "runs.json").is_file()
     assert out["runs"]["LoRA r=1"][0]["adam_bytes"] == 8 * out["runs"]["LoRA r=1"][0]["trainable"]
