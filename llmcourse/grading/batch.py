@@ -344,6 +344,7 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
 
     from tqdm.auto import tqdm
 
+    os.environ.update(PATH=env_with_venv()["PATH"])       # nbgrader's Gradebook calls `alembic` from PATH
     course = Course(course_root)
     notebooks = course.source_notebooks(assignment)
     students = list(students) if students is not None else course.students(assignment)
@@ -391,7 +392,7 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
                     status = "timeout"
                 elif any(p.status == "tampered" for p in parts) or any("tampering:" in n for n in notes):
                     status = "tampered"
-                elif any(p.status == "kernel-died" for p in parts) or "KernelDied" in (job.stdout + job.stderr if job else ""):
+                elif any(p.status == "kernel-died" for p in parts) or "Restarting the kernel" in (job.stderr if job else ""):
                     status = "kernel-died"
                 result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
                 state = course.folder("autograded") / student / assignment / STATE_FILE
