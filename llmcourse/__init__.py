@@ -8,8 +8,8 @@ Each module implements one idea and opens with the paper it comes from:
 - :mod:`llmcourse.train`: seeding, schedules, the training loop.
 - :mod:`llmcourse.plots`: attention heatmaps and loss curves.
 """
-from .attention import (MultiHeadAttention, causal_mask, merge_heads, padding_mask,
-                        scaled_dot_product_attention, split_heads)
+from .attention import (MultiHeadAttention, causal_mask, masked_softmax, merge_heads, mlm_corrupt,
+                        padding_mask, scaled_dot_product_attention, split_heads)
 from .data import get_batch, load_shakespeare, shakespeare_splits
 from .gpt import GPT, GPTConfig, load_pretrained
 from .tokenizer import CharTokenizer
@@ -18,7 +18,7 @@ from .train import History, TrainConfig, set_seed, train_lm
 __version__ = "0.1.0"
 
 __all__ = [
-    "MultiHeadAttention", "causal_mask", "merge_heads", "padding_mask",
+    "MultiHeadAttention", "causal_mask", "masked_softmax", "merge_heads", "mlm_corrupt", "padding_mask",
     "scaled_dot_product_attention", "split_heads", "get_batch", "load_shakespeare",
     "shakespeare_splits", "GPT", "GPTConfig", "load_pretrained", "CharTokenizer",
     "History", "TrainConfig", "set_seed", "train_lm",

@@ -34,6 +34,45 @@ def padding_mask(lengths, max_len: int | None = None) -> torch.Tensor:
     return torch.arange(max_len, device=lengths.device) < lengths[:, None]
 
 
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax of ``scores`` over ``dim`` among the entries where ``mask`` is ``True``.
+
+    ``mask`` is boolean and broadcastable to ``scores``. Masked entries get exactly 0; a
+    slice with no allowed entry (say, a padded query) is all zeros instead of the NaN a
+    plain softmax of ``-inf`` everywhere gives, and its gradient is zero, not NaN.
+    """
+    mask = torch.broadcast_to(mask, scores.shape)
+    anything = mask.any(dim, keepdim=True)                     # slices with at least one allowed entry
+    scores = scores.masked_fill(~mask, float("-inf"))
+    scores = scores.masked_fill(~anything, 0.0)                # empty slices: finite, zeroed below
+    return torch.softmax(scores, dim=dim).masked_fill(~mask, 0.0)
+
+
+def mlm_corrupt(tokens: torch.Tensor, mask_id: int, vocab_size: int, special_ids=(), p: float = 0.15,
+                generator: torch.Generator | None = None):
+    """BERT's masked-language-model corruption (Devlin et al. 2018, arXiv:1810.04805, section 3.1).
+
+    Every position whose token is neither special nor ``mask_id`` is selected with
+    probability ``p``, independently; of the selected, 80% become ``mask_id``, 10% a token
+    drawn uniformly from the vocabulary without the special ids and ``mask_id``, 10% stay.
+    Returns ``(inputs, labels)``: ``labels`` holds the original token where selected and
+    -100 (``F.cross_entropy``'s ``ignore_index``) elsewhere. ``tokens`` is not modified.
+    """
+    excluded = torch.tensor(sorted({int(mask_id), *map(int, special_ids)}), device=tokens.device)
+    eligible = ~torch.isin(tokens, excluded)
+    u = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    selected = eligible & (u < p)
+    action = torch.rand(tokens.shape, generator=generator, device=tokens.device)  # 80 / 10 / 10
+    allowed = torch.arange(vocab_size, device=tokens.device)
+    allowed = allowed[~torch.isin(allowed, excluded)]          # what a random replacement may be
+    random_tokens = allowed[torch.randint(len(allowed), tokens.shape, generator=generator,
+                                          device=tokens.device)]
+    inputs = torch.where(selected & (action < 0.8), torch.full_like(tokens, mask_id), tokens)
+    inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_tokens, inputs)
+    labels = torch.where(selected, tokens, torch.full_like(tokens, -100))
+    return inputs, labels
+
+
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                  mask: torch.Tensor | None = None,
                                  dropout: nn.Module | None = None):
