@@ -10,6 +10,12 @@ post-norm residuals ``LayerNorm(x + Sublayer(x))``), 3.3 (position-wise feed-for
 Checked against ``nn.TransformerEncoderLayer`` (post-norm, ReLU) with copied weights and
 ``F.cross_entropy(label_smoothing=...)`` in ``tests/test_transformer.py``. Attention
 itself is :class:`llmcourse.attention.MultiHeadAttention`.
+
+``norm_position="pre"`` moves each LayerNorm in front of its sublayer,
+``x + Sublayer(LayerNorm(x))``, and adds a final LayerNorm after each stack: the Pre-LN
+Transformer of Xiong et al. (2020), "On Layer Normalization in the Transformer
+Architecture", arXiv:2002.04745 (chapter 3; checked against
+``nn.TransformerEncoderLayer(norm_first=True)`` in ``tests/test_prenorm.py``).
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ class TransformerConfig:
     max_len: int = 128             #: longest sequence the positional table covers
     tie_output: bool = True        #: share the target embedding with the output projection
     pad_id: int = 0                #: padding token id (both sides)
+    norm_position: str = "post"    #: "post": LayerNorm(x + f(x)) (the paper); "pre": x + f(LayerNorm(x))
 
 
 def sinusoidal_encoding(max_len: int, d_model: int) -> torch.Tensor:
@@ -77,10 +84,14 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention and feed-forward, each wrapped as LayerNorm(x + Dropout(Sublayer(x)))."""
+    """Self-attention and feed-forward, each wrapped as LayerNorm(x + Dropout(Sublayer(x)))
+    (``norm_position="post"``) or x + Dropout(Sublayer(LayerNorm(x))) (``"pre"``)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
+        if cfg.norm_position not in ("post", "pre"):
+            raise ValueError(f"norm_position must be 'post' or 'pre', not {cfg.norm_position!r}")
+        self.pre_norm = cfg.norm_position == "pre"
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
         self.ff = FeedForward(cfg)
         self.norm1, self.norm2 = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
@@ -88,6 +99,11 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, src_mask: torch.Tensor | None = None):
         """x (B, S, D), src_mask (B, 1, 1, S) True at real tokens. Returns (x, weights (B, H, S, S))."""
+        if self.pre_norm:                                         # Xiong et al. 2020
+            h = self.norm1(x)
+            a, w = self.self_attn(h, h, h, src_mask)
+            x = x + self.drop(a)
+            return x + self.drop(self.ff(self.norm2(x))), w
         a, w = self.self_attn(x, x, x, src_mask)
         x = self.norm1(x + self.drop(a))                          # post-norm, as the paper
         x = self.norm2(x + self.drop(self.ff(x)))
@@ -95,10 +111,13 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Masked self-attention, attention over the encoder output, feed-forward; post-norm."""
+    """Masked self-attention, attention over the encoder output, feed-forward; post- or pre-norm."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
+        if cfg.norm_position not in ("post", "pre"):
+            raise ValueError(f"norm_position must be 'post' or 'pre', not {cfg.norm_position!r}")
+        self.pre_norm = cfg.norm_position == "pre"
         self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
         self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
         self.ff = FeedForward(cfg)
@@ -111,6 +130,13 @@ class DecoderLayer(nn.Module):
 
         Returns (y, self-attention weights (B, H, T, T), cross-attention weights (B, H, T, S)).
         """
+        if self.pre_norm:
+            h = self.norm1(y)
+            a, w_self = self.self_attn(h, h, h, tgt_mask)
+            y = y + self.drop(a)
+            a, w_cross = self.cross_attn(self.norm2(y), memory, memory, src_mask)
+            y = y + self.drop(a)
+            return y + self.drop(self.ff(self.norm3(y))), w_self, w_cross
         a, w_self = self.self_attn(y, y, y, tgt_mask)
         y = self.norm1(y + self.drop(a))
         a, w_cross = self.cross_attn(y, memory, memory, src_mask)   # queries: target; keys: source
@@ -129,6 +155,9 @@ class Seq2SeqTransformer(nn.Module):
         self.tgt_embed = Embedding(cfg.tgt_vocab, cfg)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_layers))
+        pre = cfg.norm_position == "pre"                           # Pre-LN: one more norm per stack
+        self.enc_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.dec_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.out = nn.Linear(cfg.d_model, cfg.tgt_vocab, bias=False)
         for p in self.parameters():
             if p.dim() > 1:
@@ -148,7 +177,7 @@ class Seq2SeqTransformer(nn.Module):
             x, w = layer(x, mask)
             if attn is not None:
                 attn.setdefault("encoder", []).append(w)
-        return x
+        return self.enc_norm(x)
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src: torch.Tensor,
                attn: dict | None = None) -> torch.Tensor:
@@ -161,7 +190,7 @@ class Seq2SeqTransformer(nn.Module):
             if attn is not None:
                 attn.setdefault("decoder_self", []).append(w_self)
                 attn.setdefault("cross", []).append(w_cross)
-        return self.out(y)
+        return self.out(self.dec_norm(y))
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, return_attention: bool = False):
         """Teacher-forced logits (B, T, V_tgt); with ``return_attention`` also a dict of
