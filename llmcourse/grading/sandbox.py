@@ -160,13 +160,25 @@ def _overlay_args(paths: list[str]) -> list[str]:
     return args
 
 
-def _private_tmp_parents(workdir: Path) -> list[str]:
-    """Folders between the private /tmp and the job folder, made enterable (bwrap makes them 0700)."""
+def _private_tmp_parents(path: Path) -> list[str]:
+    """Folders between the private /tmp and ``path``, made enterable (bwrap makes them 0700)."""
     args: list[str] = []
-    for parent in reversed(workdir.parents):
+    for parent in reversed(Path(path).parents):
         if str(parent).startswith("/tmp/"):
             args += ["--perms", "0755", "--dir", str(parent)]
     return args
+
+
+def _tmp_binds(workdir: Path) -> list[str]:
+    """Put back, inside the private /tmp, what the job needs from the real one: the interpreter,
+    the venv and the package when they live under /tmp (a clone there, say) read-only, and the
+    job folder writable."""
+    args: list[str] = []
+    under_tmp = [p for p in _visible_paths() if p.startswith("/tmp/")]
+    for path in under_tmp:
+        if not any(path.startswith(other + "/") for other in under_tmp):   # the outermost is enough
+            args += [*_private_tmp_parents(Path(path)), "--ro-bind", path, path]
+    return args + [*_private_tmp_parents(workdir), "--bind", str(workdir), str(workdir)]
 
 
 def run(cmd: list[str], workdir: Path, limits: Limits | None = None, slot: int = 0,
@@ -186,7 +198,7 @@ def run(cmd: list[str], workdir: Path, limits: Limits | None = None, slot: int =
     uid = None
     if bw:
         box = [bw, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-               *_private_tmp_parents(workdir), "--bind", str(workdir), str(workdir), "--unshare-net", "--unshare-pid", "--unshare-ipc",
+               *_tmp_binds(workdir), "--unshare-net", "--unshare-pid", "--unshare-ipc",
                "--die-with-parent", "--chdir", str(workdir)]
         if os.geteuid() == 0:
             uid = UID_BASE + slot
