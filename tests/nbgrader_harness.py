@@ -102,6 +102,15 @@ class Result:
     stdout: dict[str, str] = field(default_factory=dict)  # grade_id -> stdout text
 
     @property
+    def text(self) -> str:
+        """Every output of every cell (errors, stderr, stdout): for the ungraded visible checks."""
+        if self.notebook is None:
+            return ""
+        return "\n".join(error_text(c) + "".join(o.get("text", "") for o in c.get("outputs", [])
+                                                  if o.get("output_type") == "stream")
+                         for c in self.notebook.cells if c.cell_type == "code")
+
+    @property
     def total(self) -> float:
         return sum(s for s, _ in self.scores.values())
 
