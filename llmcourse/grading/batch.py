@@ -1,22 +1,28 @@
-"""Grade a batch of submissions: in parallel, each in a box of its own, into nbgrader's gradebook.
+"""Grade a batch of submissions: in parallel, each kernel in a box of its own, into nbgrader's gradebook.
 
 ``llmcourse grade ASSIGNMENT`` (instructors) and ``llmcourse check NOTEBOOK`` (learners)
-both come here. For each student with ``submitted/<student>/<assignment>/``:
+both come here. One long-lived worker process per slot (:mod:`.worker`, default one per
+core) imports nbgrader once and grades students one after another. For each student
+with ``submitted/<student>/<assignment>/``:
 
 1. the submission is copied into a fresh temporary course (the course's
    ``nbgrader_config.py``, the assignment's source notebooks, a gradebook that knows the
    assignment), regular files only, after checking that each notebook is there (or
    renamed), is JSON, and is a notebook nbgrader can read;
-2. ``nbgrader autograde --student <student>`` runs there, under :mod:`.sandbox` limits,
-   with :class:`~llmcourse.grading.executor.ResilientExecute` and the tamper guard;
+2. a worker runs nbgrader's ``Autograde`` on it, with
+   :class:`~llmcourse.grading.executor.ResilientExecute`, the tamper guard, and the kernel
+   boxed by :class:`~llmcourse.grading.kernel.BoxedKernelManager` (:mod:`.sandbox`
+   limits), then nbgrader's ``GenerateFeedback``; past the wall clock the worker is
+   killed, the submission marked ``timeout`` and a fresh worker started;
 3. back in the grader's own process, the autograded notebook is copied to
    ``autograded/<student>/<assignment>/`` and nbgrader's own ``SaveAutoGrades`` writes its
    scores into the course's gradebook, so ``nbgrader export`` and
    ``nbgrader generate_feedback`` work as after a plain ``nbgrader autograde``.
 
-Nothing a submission does can reach the course's files: the box sees them read-only,
-and only the grader's process writes the gradebook. A rerun skips a student whose
-submission, assignment source and grader version are unchanged (``force`` regrades).
+The learner's code runs only in the kernel, which sees the course read-only (or not at
+all) and only its box folder writable; only the grader's process writes the gradebook.
+A rerun skips a student whose submission, assignment source and grader version are
+unchanged (``force`` regrades).
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ import nbformat
 from . import sandbox
 from .scan import scan_notebook
 
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"
 STATE_FILE = ".llmcourse-grade.json"
 TAMPER_MARK = "tampering detected"
 
@@ -107,14 +113,37 @@ class Course:
         return sorted(p.name for p in sub.iterdir() if (p / assignment).is_dir()) if sub.exists() else []
 
 
-def nbgrader_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "nbgrader", *args]
-
-
 def env_with_venv() -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _load_config(root: Path):
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.CourseDirectory.root = str(root)
+    return config
+
+
+def generate_assignment(root: Path, assignment: str, release: Path) -> None:
+    """nbgrader's ``generate_assignment``, in this process: registers the assignment in the
+    gradebook of the course at ``root`` and writes its release to ``release``."""
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.utils import capture_log
+
+    config = _load_config(root)
+    config.CourseDirectory.release_directory = str(release)
+    coursedir = CourseDirectory(config=config, root=str(root))
+    coursedir.assignment_id = assignment
+    app = GenerateAssignment(coursedir=coursedir, config=config)
+    app.force = True
+    result = capture_log(app)
+    if not result["success"]:
+        raise SystemExit(f"nbgrader generate_assignment {assignment} failed in {root}:\n"
+                         f"{(result.get('error') or result.get('log') or '')[-3000:]}")
 
 
 def ensure_assignment_in_gradebook(course: Course, assignment: str) -> None:
@@ -127,29 +156,17 @@ def ensure_assignment_in_gradebook(course: Course, assignment: str) -> None:
             return
         except MissingEntry:
             pass
-    import subprocess
-
     with tempfile.TemporaryDirectory() as rel:
-        proc = subprocess.run(nbgrader_cmd("generate_assignment", assignment, "--force",
-                                           f"--CourseDirectory.release_directory={rel}"),
-                              cwd=course.root, env=env_with_venv(), capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"could not register '{assignment}' in the gradebook:\n{proc.stderr[-3000:]}")
+        generate_assignment(course.root, assignment, Path(rel))
 
 
 def make_template(course: Course, assignment: str, dest: Path) -> Path:
     """A minimal course root that knows the assignment: config, sources, gradebook."""
-    import subprocess
-
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(course.root / "nbgrader_config.py", dest / "nbgrader_config.py")
     src_rel = course.folder("source").relative_to(course.root)
     shutil.copytree(course.folder("source") / assignment, dest / src_rel / assignment)
-    proc = subprocess.run(nbgrader_cmd("generate_assignment", assignment, "--force",
-                                       f"--CourseDirectory.root={dest}", "--CourseDirectory.release_directory=.release"),
-                          cwd=dest, env=env_with_venv(), capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"nbgrader generate_assignment failed in the grading template:\n{proc.stderr[-3000:]}")
+    generate_assignment(dest, assignment, dest / ".release")
     shutil.rmtree(dest / ".release", ignore_errors=True)
     return dest
 
@@ -236,15 +253,6 @@ def _find_renamed(folder: Path, ids: set, expected: set) -> Path | None:
     return best
 
 
-def run_autograde(work: Path, assignment: str, student: str, limits: sandbox.Limits, slot: int,
-                  cell_timeout: int | None, use_bwrap: bool | None) -> sandbox.Result:
-    args = ["autograde", assignment, "--student", student, "--force", f"--CourseDirectory.root={work}"]
-    if cell_timeout:
-        args.append(f"--Execute.timeout={cell_timeout}")
-    extra = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return sandbox.run(nbgrader_cmd(*args), work, limits, slot=slot, extra_env=extra, use_bwrap=use_bwrap)
-
-
 def _cell_text(cell) -> str:
     parts = []
     for out in cell.get("outputs", []):
@@ -278,6 +286,17 @@ def _part_from_cell(name: str, cell) -> Part:
     return Part(name, meta["grade_id"], float(score or 0.0), float(max_score), status, message[:500])
 
 
+def _failure(outcome: dict | None) -> str:
+    """The most telling line of a failed run: nbgrader's first specific error, else the last line."""
+    outcome = outcome or {}
+    generic = ("There was an error processing", "Please see the", "Traceback")
+    for line in (outcome.get("log") or "").splitlines():
+        if line.startswith("[ERROR]") and not any(g in line for g in generic):
+            return line[len("[ERROR]"):].strip()
+    lines = (outcome.get("error") or outcome.get("log") or "").strip().splitlines()
+    return lines[-1] if lines else "no reason given"
+
+
 def _source_parts(course: Course, assignment: str, name: str) -> list:
     nb = nbformat.read(course.folder("source") / assignment / f"{name}.ipynb", 4)
     return [(c.metadata.nbgrader["grade_id"], float(c.metadata.nbgrader.get("points", 0)))
@@ -285,7 +304,7 @@ def _source_parts(course: Course, assignment: str, name: str) -> list:
 
 
 def collect(course: Course, assignment: str, student: str, work: Path, notebooks: list[str],
-            problems: dict, job: sandbox.Result | None) -> list:
+            problems: dict, outcome: dict | None) -> list:
     """Copy the autograded notebooks into the course and save their grades in its gradebook."""
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import SaveAutoGrades
@@ -305,14 +324,14 @@ def collect(course: Course, assignment: str, student: str, work: Path, notebooks
     parts = []
     for name in notebooks:
         graded = work / course.folder("autograded").relative_to(course.root) / student / assignment / f"{name}.ipynb"
-        if name in problems or not graded.exists():
+        # nbgrader copies the submission there before running it: only a finished run counts
+        if name in problems or not graded.exists() or not (outcome or {}).get("success"):
             if name in problems:
                 status, message = problems[name].split(": ", 1)
-            elif job is not None and job.status == "timeout":
-                status, message = "timeout", "; ".join(job.notes) or "grading ran past the wall-clock limit"
+            elif outcome is not None and outcome.get("timeout"):
+                status, message = "timeout", outcome["error"]
             else:
-                status = "crashed"
-                message = "nbgrader could not grade this notebook: " + (job.stderr.strip().splitlines() or ["?"])[-1]
+                status, message = "crashed", "nbgrader could not grade this notebook: " + _failure(outcome)
             with Gradebook(course.db_url) as gb:
                 for grade_id, points in _source_parts(course, assignment, name):
                     grade = gb.find_grade(grade_id, name, assignment, student)
@@ -331,6 +350,98 @@ def collect(course: Course, assignment: str, student: str, work: Path, notebooks
     return parts
 
 
+# ----------------------------------------------------------------------------- the workers
+
+
+class Worker:
+    """One :mod:`.worker` process on one slot: started on first use, restarted after a kill."""
+
+    def __init__(self, slot: int, limits: sandbox.Limits, use_bwrap: bool | None, log: Path):
+        self.slot, self.limits, self.use_bwrap, self.log = slot, limits, use_bwrap, log
+        self.proc = None
+        self._buffer, self.ready = b"", False
+
+    def start(self) -> None:
+        import subprocess
+
+        settings = {"slot": self.slot, "limits": asdict(self.limits), "use_bwrap": self.use_bwrap}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.worker", json.dumps(settings)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         env=env_with_venv(), start_new_session=True)
+        self._buffer, self.ready = b"", False
+
+    def _readline(self, deadline: float) -> bytes | None:
+        """One line of the worker's answers, or None at the deadline or when it died."""
+        import select
+
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def ask(self, job: dict, wall_seconds: float) -> dict:
+        """Send one job; its answer, or ``{"timeout": True}`` / ``{"crashed": True}``."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        if not self.ready:
+            if self._readline(time.monotonic() + 300) is None:
+                self.kill()
+                return {"crashed": True, "error": "the grading worker did not start", "log": self.tail()}
+            self.ready = True
+        try:
+            self.proc.stdin.write((json.dumps(job) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            self.kill()
+            return {"crashed": True, "error": "the grading worker stopped", "log": self.tail()}
+        line = self._readline(time.monotonic() + wall_seconds)
+        if line is None:
+            timed_out = self.proc.poll() is None
+            self.kill()
+            if timed_out:
+                return {"timeout": True, "error": f"stopped after the wall-clock limit of {wall_seconds:.0f} s"}
+            return {"crashed": True, "error": "the grading worker stopped", "log": self.tail()}
+        return json.loads(line)
+
+    def tail(self, limit: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self.proc = None
+        uid = sandbox.box_uid(self.slot, self.use_bwrap)
+        if uid is not None:
+            sandbox._kill_uid(uid)              # a kernel (or what it started) that outlived it
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+            self.proc = None
+        except (OSError, Exception):
+            self.kill()
+
+
 # ----------------------------------------------------------------------------- the batch
 
 
@@ -339,7 +450,6 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
           use_bwrap: bool | None = None, feedback: bool = True, progress: bool = True,
           csv_path: Path | None = None) -> list[StudentResult]:
     """Grade every submission of ``assignment`` under ``course_root``; return one result per student."""
-    import subprocess
     import threading
 
     from tqdm.auto import tqdm
@@ -348,10 +458,7 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
     course = Course(course_root)
     notebooks = course.source_notebooks(assignment)
     students = list(students) if students is not None else course.students(assignment)
-    workers = max(1, workers or os.cpu_count() or 1)
     limits = limits or sandbox.Limits()
-    ensure_assignment_in_gradebook(course, assignment)
-    lock = threading.Lock()
     results: dict[str, StudentResult] = {}
     todo = []
     for student in students:
@@ -365,57 +472,78 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
                 results[student] = r
                 continue
         todo.append((student, fp))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    if use_bwrap and sandbox.bwrap_path() is None:
+        raise RuntimeError("bubblewrap was asked for but is not available (apt-get install bubblewrap)")
 
     with tempfile.TemporaryDirectory(prefix="llmcourse-grade-") as tmp:
         tmp = Path(tmp)
         os.chmod(tmp, 0o755)
-        template = make_template(course, assignment, tmp / "template") if todo else None
-        slots = list(range(workers))
+        pool = [Worker(slot, limits, use_bwrap, tmp / f"worker-{slot}.log") for slot in range(workers)]
+        for w in pool[:len(todo)]:
+            w.start()                           # they import nbgrader while the template is made
+        lock = threading.Lock()
+        free = list(range(workers))
+        try:
+            ensure_assignment_in_gradebook(course, assignment)
+            template = make_template(course, assignment, tmp / "template") if todo else None
 
-        def one(student: str, fp: str) -> StudentResult:
-            with lock:
-                slot = slots.pop()
-            start = time.perf_counter()
-            work = tmp / f"work-{slot}-{student}"
-            try:
-                notes, problems = prepare(course, template, assignment, student, work, notebooks)
-                job = None
-                if len(problems) < len(notebooks):
-                    job = run_autograde(work, assignment, student, limits, slot, cell_timeout, use_bwrap)
-                    notes += job.notes
+            def one(student: str, fp: str) -> StudentResult:
                 with lock:
-                    parts = collect(course, assignment, student, work, notebooks, problems, job)
-                status = "graded"
-                if problems and len(problems) == len(notebooks):
-                    status = next(iter(problems.values())).split(":", 1)[0] + "-notebook"
-                elif job is not None and job.status == "timeout":
-                    status = "timeout"
-                elif any(p.status == "tampered" for p in parts) or any("tampering:" in n for n in notes):
-                    status = "tampered"
-                elif any(p.status == "kernel-died" for p in parts) or "Restarting the kernel" in (job.stderr if job else ""):
-                    status = "kernel-died"
-                result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
-                state = course.folder("autograded") / student / assignment / STATE_FILE
-                state.write_text(json.dumps({"fingerprint": fp, "result": asdict(result)}, indent=1))
-                if feedback:
-                    subprocess.run(nbgrader_cmd("generate_feedback", assignment, "--student", student, "--force"),
-                                   cwd=course.root, env=env_with_venv(), capture_output=True)
-                    write_summary(course, assignment, result)
-                return result
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-                with lock:
-                    slots.append(slot)
+                    slot = free.pop()
+                start = time.perf_counter()
+                work = tmp / f"work-{slot}-{student}"
+                try:
+                    notes, problems = prepare(course, template, assignment, student, work, notebooks)
+                    outcome = None
+                    if len(problems) < len(notebooks):
+                        sub = work / course.folder("submitted").relative_to(course.root) / student / assignment
+                        outcome = pool[slot].ask({"work": str(work), "submission": str(sub), "assignment": assignment,
+                                                  "student": student, "cell_timeout": cell_timeout,
+                                                  "feedback": feedback}, limits.wall_seconds)
+                        notes += outcome.get("notes", [])
+                    with lock:
+                        parts = collect(course, assignment, student, work, notebooks, problems, outcome)
+                    log = (outcome or {}).get("log") or ""
+                    status = "graded"
+                    if problems and len(problems) == len(notebooks):
+                        status = next(iter(problems.values())).split(":", 1)[0] + "-notebook"
+                    elif outcome and outcome.get("timeout"):
+                        status = "timeout"
+                    elif outcome and outcome.get("crashed"):
+                        status = "crashed"
+                    elif any(p.status == "tampered" for p in parts) or any("tampering:" in n for n in notes):
+                        status = "tampered"
+                    elif any(p.status == "kernel-died" for p in parts) or "Restarting the kernel" in log:
+                        status = "kernel-died"
+                    result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
+                    state = course.folder("autograded") / student / assignment / STATE_FILE
+                    state.write_text(json.dumps({"fingerprint": fp, "result": asdict(result)}, indent=1))
+                    if feedback:
+                        fed = course.folder("feedback") / student / assignment
+                        shutil.rmtree(fed, ignore_errors=True)
+                        made = work / course.folder("feedback").relative_to(course.root) / student / assignment
+                        if made.is_dir():
+                            shutil.copytree(made, fed, symlinks=True)
+                        write_summary(course, assignment, result)
+                    return result
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+                    with lock:
+                        free.append(slot)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(one, s, fp): s for s, fp in todo}
-            bar = tqdm(total=len(futures), desc=f"grading {assignment}", unit="submission", disable=not progress)
-            for fut in as_completed(futures):
-                r = fut.result()
-                results[r.student] = r
-                bar.set_postfix_str(f"{r.student}: {r.score:g}/{r.max_score:g} {r.status}")
-                bar.update()
-            bar.close()
+            with ThreadPoolExecutor(max_workers=workers) as threads:
+                futures = {threads.submit(one, s, fp): s for s, fp in todo}
+                bar = tqdm(total=len(futures), desc=f"grading {assignment}", unit="submission", disable=not progress)
+                for fut in as_completed(futures):
+                    r = fut.result()
+                    results[r.student] = r
+                    bar.set_postfix_str(f"{r.student}: {r.score:g}/{r.max_score:g} {r.status}")
+                    bar.update()
+                bar.close()
+        finally:
+            for w in pool:
+                w.close()
     ordered = [results[s] for s in students]
     write_csv(csv_path or course.root / f"grades-{assignment}.csv", ordered)
     return ordered

@@ -55,8 +55,21 @@ def _children() -> dict[int, list[int]]:
     return tree
 
 
-def _descendants(pid: int) -> list[int]:
-    tree, out, todo = _children(), [], [pid]
+def _kernel_start(pid: int) -> int | None:
+    """The start time of ``pid`` when it is an IPython kernel (``python -m ipykernel_launcher``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().split(b"\0")
+        if args[1:3] != [b"-m", b"ipykernel_launcher"]:
+            return None
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _descendants(pid: int, tree: dict | None = None) -> list[int]:
+    tree, out, todo = tree if tree is not None else _children(), [], [pid]
     while todo:
         for child in tree.get(todo.pop(), []):
             out.append(child)
@@ -73,6 +86,7 @@ class ResilientExecute(Execute):
     """nbgrader's ``Execute``, restarting a dead or stuck kernel and grading on."""
 
     max_restarts = Integer(8, help="Restarts per notebook before the rest is left unexecuted").tag(config=True)
+    max_output_bytes = Integer(4_000_000, help="Output kept per cell; the rest is dropped").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         _become_subreaper()
@@ -85,6 +99,7 @@ class ResilientExecute(Execute):
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
         self._timed_out = False
+        self._output_bytes, self._output_capped = 0, False
         try:
             result = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         except DeadKernelError:
@@ -102,16 +117,43 @@ class ResilientExecute(Execute):
         return result
 
     def _kill_strays(self) -> None:
-        kernel_pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
-        if kernel_pid is None:
+        """Kill every process below the grader but the kernel and the chain that starts it
+        (``prlimit``, ``bwrap`` and its PID-namespace init when the kernel is boxed)."""
+        root = getattr(getattr(self.km, "provisioner", None), "pid", None)
+        if root is None:
             return
-        keep = {kernel_pid}
-        for pid in _descendants(os.getpid()):
+        tree = _children()
+        keep, level = {root}, [(root, (root,))]
+        while level:
+            # the kernel: the shallowest ipykernel process, and the oldest of those (a fork of
+            # the kernel orphaned into the box's init sits at its level, but started later)
+            kernels = [(start, path) for pid, path in level if (start := _kernel_start(pid)) is not None]
+            if kernels:
+                keep.update(min(kernels)[1])
+                break
+            level = [(child, path + (child,)) for pid, path in level for child in tree.get(pid, [])]
+        else:   # no kernel yet (the box is still starting it): leave the whole chain alone
+            keep.update(_descendants(root, tree))
+        for pid in _descendants(os.getpid(), tree):
             if pid not in keep:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
+
+    def output(self, outs, msg, display_id, cell_index):
+        """nbclient's, with a cap on a cell's output: past it, output is dropped (with a note),
+        so that endless printing cannot fill the grader's memory."""
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        self._output_bytes = getattr(self, "_output_bytes", 0) + size
+        if self._output_bytes > self.max_output_bytes:
+            if not getattr(self, "_output_capped", False):
+                self._output_capped = True
+                outs.append(new_output("stream", name="stdout", text=(
+                    f"\n[output past {self.max_output_bytes // 1000000} MB dropped by the grader]\n")))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
 
     async def _restart_and_replay(self, upto: int) -> None:
         if self._restarts >= self.max_restarts:
@@ -119,8 +161,8 @@ class ResilientExecute(Execute):
             return
         self._restarts += 1
         self.log.warning("Restarting the kernel and replaying cells 0..%d", upto - 1)
-        await ensure_async(self.km.restart_kernel(now=True))
         self._kill_strays()
+        await ensure_async(self.km.restart_kernel(now=True))
         await ensure_async(self.kc.wait_for_ready(timeout=self.startup_timeout))
         for index, cell in enumerate(self.nb.cells[:upto]):
             if cell.cell_type != "code" or _is_grade_test(cell):

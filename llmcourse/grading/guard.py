@@ -33,7 +33,7 @@ GUARDED_MODULES = (
 GUARDED_CLASSES = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Linear"))
 
 #: modules of llmcourse.grading that run in the grader, not in the kernel
-GRADER_SIDE = {"batch", "executor", "sandbox", "scan", "guard"}
+GRADER_SIDE = {"batch", "executor", "sandbox", "scan", "guard", "kernel", "worker"}
 #: names IPython and ipykernel rebind themselves while running cells (not tampering)
 IPYTHON_MANAGED = {("builtins", n) for n in ("input", "raw_input", "get_ipython", "display", "exit", "quit",
                                             "_", "__", "___", "help", "__IPYTHON__")}

@@ -1,27 +1,29 @@
-"""Run one grading job in a box: its own folder, resource limits, a wall clock.
+"""The box a submission's kernel runs in: its own folder, resource limits, another uid.
 
-What the box gives, from the outside in:
+Only the Python kernel that runs the learner's code goes in the box; the grading
+worker that drives it (nbgrader, the gradebook, the feedback) stays outside. What the
+box gives, from the outside in:
 
-1. **Bubblewrap** (``bwrap``, Debian package ``bubblewrap``), when it is installed: the
-   whole file system read-only, a private ``/tmp``, the job's folder the only writable
-   place, no network (a private loopback), its own PID namespace, and every process in
-   it killed when the job ends (``--die-with-parent``).
-2. **Another user id** when the grader runs as root: each worker slot gets a uid of its
-   own (``60000 + slot``), so the process limit below counts that job's processes only
-   and the job cannot write files that belong to root (other students, the gradebook).
-   The Linux kernel never enforces the process limit on root, hence the switch.
-3. **Resource limits** (``setrlimit``) inherited by the kernel and everything it starts:
-   CPU seconds, address space, file size, number of processes.
-4. **A wall clock**: past it the whole process group is killed.
+1. **Resource limits** (``prlimit``, util-linux) inherited by the kernel and everything
+   it starts: CPU seconds, address space, file size, number of processes.
+2. **Bubblewrap** (``bwrap``, Debian package ``bubblewrap``), when it is installed: the
+   whole file system read-only, a private ``/tmp`` in which only the box's folder is
+   writable, no network (a private loopback; the kernel talks to the grader over Unix
+   sockets in its folder), its own PID namespace, and every process in it killed when
+   the grader goes (``--die-with-parent``).
+3. **Another user id** when the grader runs as root: each worker slot gets a uid of its
+   own (``60000 + slot``), so the process limit counts that box's processes only and the
+   kernel cannot write files that belong to root (other students, the gradebook). The
+   Linux kernel never enforces the process limit on root, hence the switch.
 
-Without bubblewrap the job still gets 2-4, and :func:`protection` says what is missing.
-It is no container: the job shares the kernel, the CPU and the page cache with the rest
-of the machine.
+The grader adds a wall clock per submission and kills what a cell leaves behind.
+Without bubblewrap the kernel still gets 1, and :func:`protection` says what is missing.
+It is no container: the kernel shares the machine's kernel, CPU and page cache.
 """
 from __future__ import annotations
 
+import functools
 import os
-import resource
 import shutil
 import signal
 import stat
@@ -46,18 +48,7 @@ class Limits:
     threads: int = 1                  #: OMP/MKL/torch threads (parallel jobs on few cores)
 
 
-@dataclass
-class Result:
-    """What came of a job: ``status`` is ``ok``, ``failed`` (non-zero exit) or ``timeout``."""
-
-    status: str
-    returncode: int | None
-    seconds: float
-    stdout: str = ""
-    stderr: str = ""
-    notes: list = field(default_factory=list)
-
-
+@functools.lru_cache(maxsize=None)
 def bwrap_path() -> str | None:
     """The bubblewrap binary, or ``None`` when it is not installed (or does not work here)."""
     path = shutil.which("bwrap")
@@ -80,22 +71,6 @@ def protection() -> dict:
         missing.append("running as root without bubblewrap: jobs run as root and the process limit "
                        "is not enforced (the kernel exempts root)")
     return {"bubblewrap": bw, "separate_uid": root and bw, "rlimits": True, "missing": missing}
-
-
-def _preexec(limits: Limits):
-    def apply() -> None:
-        os.setsid()                                      # own process group: killpg reaches everything
-        mb = 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_mb * mb,) * 2)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb,) * 2)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        # Counted per real uid. As root the job switches to a uid of its own inside the box
-        # (setpriv), so the limit counts that job alone; as an ordinary user it counts all of
-        # the user's processes, so it allows for those already running.
-        base = 0 if os.geteuid() == 0 else _count_processes(os.getuid())
-        resource.setrlimit(resource.RLIMIT_NPROC, (base + limits.processes,) * 2)
-    return apply
 
 
 def _count_processes(uid: int) -> int:
@@ -181,67 +156,91 @@ def _tmp_binds(workdir: Path) -> list[str]:
     return args + [*_private_tmp_parents(workdir), "--bind", str(workdir), str(workdir)]
 
 
-def run(cmd: list[str], workdir: Path, limits: Limits | None = None, slot: int = 0,
-        extra_env: dict | None = None, use_bwrap: bool | None = None) -> Result:
-    """Run ``cmd`` in ``workdir`` (the only folder it may write) under ``limits``.
-
-    ``slot`` picks the uid when running as root, so parallel jobs never share one.
-    ``use_bwrap=None`` uses bubblewrap when it is available; ``True`` insists on it.
-    """
-    limits = limits or Limits()
-    workdir = Path(workdir).resolve()
-    env = job_env(workdir, limits, extra_env)
-    notes = []
-    bw = bwrap_path() if use_bwrap in (None, True) else None
-    if use_bwrap and bw is None:
-        raise RuntimeError("bubblewrap was asked for but is not available (apt-get install bubblewrap)")
-    uid = None
-    if bw:
-        box = [bw, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-               *_tmp_binds(workdir), "--unshare-net", "--unshare-pid", "--unshare-ipc",
-               "--die-with-parent", "--chdir", str(workdir)]
-        if os.geteuid() == 0:
-            uid = UID_BASE + slot
-            box += _overlay_args(_visible_paths())
-            box += ["--", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-        else:
-            box += ["--"]
-        cmd = box + list(cmd)
-    else:
-        notes.append("no bubblewrap: the job saw the real file system and network")
-        if os.geteuid() == 0:
-            notes.append("running as root without bubblewrap: the process limit is not enforced")
-    if uid is not None:
-        _chown_tree(workdir, uid)
-    out_path, err_path = workdir / ".job.stdout", workdir / ".job.stderr"
-    start = time.perf_counter()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, preexec_fn=_preexec(limits))
-        try:
-            rc = proc.wait(timeout=limits.wall_seconds)
-            status = "ok" if rc == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            status, rc = "timeout", None
-            notes.append(f"stopped after the wall-clock limit of {limits.wall_seconds:.0f} s")
-        finally:
-            _kill_group(proc)
-    seconds = time.perf_counter() - start
-    if uid is not None:
-        _kill_uid(uid)                                   # anything that escaped the group
-        _chown_tree(workdir, os.geteuid())
-    return Result(status, rc, seconds, _tail(out_path), _tail(err_path), notes)
+def box_uid(slot: int, use_bwrap: bool | None) -> int | None:
+    """The uid a box on ``slot`` runs as: its own when the grader is root and has bubblewrap."""
+    if os.geteuid() == 0 and use_bwrap is not False and bwrap_path() is not None:
+        return UID_BASE + slot
+    return None
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
+@dataclass
+class Box:
+    """A kernel's box: the folder it may write, the uid it runs as (root only), its limits."""
+
+    folder: Path
+    limits: Limits
+    slot: int = 0
+    use_bwrap: bool | None = None          #: None: when available; True: insist
+    uid: int | None = None
+    notes: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder).resolve()
+        self.bwrap = bwrap_path() if self.use_bwrap in (None, True) else None
+        if self.use_bwrap and self.bwrap is None:
+            raise RuntimeError("bubblewrap was asked for but is not available (apt-get install bubblewrap)")
+        self.uid = box_uid(self.slot, self.use_bwrap)
+        if not self.bwrap:
+            self.notes.append("no bubblewrap: the kernel saw the real file system and network")
+            if os.geteuid() == 0:
+                self.notes.append("running as root without bubblewrap: the process limit is not enforced")
+        for sub in ("cwd", "run", ".home", ".tmp"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def cwd(self) -> Path:
+        """The kernel's working folder (a copy of the submission's files goes here)."""
+        return self.folder / "cwd"
+
+    @property
+    def runtime(self) -> Path:
+        """Connection file (root's, read-only to the box) and the kernel's Unix sockets.
+        Sticky and owned by the grader, so the kernel cannot swap the grader's files there."""
+        return self.folder / "run"
+
+    @property
+    def log(self) -> Path:
+        """The kernel's stdout and stderr; beside the folder, out of the kernel's reach."""
+        return self.folder.with_name(self.folder.name + ".kernel.log")
+
+    def env(self, base: dict | None = None) -> dict:
+        return job_env(self.folder, self.limits, base)
+
+    def open(self) -> None:
+        """Hand the folder's working parts to the box's uid (root only)."""
+        if self.uid is not None:                  # the folder itself stays the grader's
+            for sub in ("cwd", ".home", ".tmp"):
+                _chown_tree(self.folder / sub, self.uid)
+            os.chmod(self.folder, 0o755)
+            os.chmod(self.runtime, 0o1777)
+
+    def close(self) -> None:
+        """Kill whatever still runs under the box's uid; take the folder back."""
+        if self.uid is not None:
+            _kill_uid(self.uid)
+            _chown_tree(self.folder, os.geteuid())
+
+    def command(self, cmd: list[str]) -> list[str]:
+        """``cmd`` wrapped: limits (prlimit), then bubblewrap and setpriv when available."""
+        mb = 1024 * 1024
+        lim = self.limits
+        # Counted per real uid. As root the box switches to a uid of its own, so the limit
+        # counts that box alone; as an ordinary user it counts all of the user's processes,
+        # so it allows for those already running.
+        nproc = lim.processes + (0 if self.uid is not None or os.geteuid() == 0 else _count_processes(os.getuid()))
+        prlimit = shutil.which("prlimit") or "prlimit"
+        out = [prlimit, f"--cpu={lim.cpu_seconds}:{lim.cpu_seconds + 5}", f"--as={lim.address_space_mb * mb}",
+               f"--fsize={lim.file_size_mb * mb}", "--core=0", f"--nproc={nproc}", "--"]
+        if self.bwrap:
+            out += [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+                    *_tmp_binds(self.folder), "--unshare-net", "--unshare-pid", "--unshare-ipc",
+                    "--die-with-parent", "--chdir", str(self.cwd)]
+            if self.uid is not None:
+                out += _overlay_args(_visible_paths())
+                out += ["--", "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--"]
+            else:
+                out += ["--"]
+        return out + list(cmd)
 
 
 def _kill_uid(uid: int) -> None:
@@ -270,12 +269,3 @@ def _chown_tree(path: Path, uid: int) -> None:
             except OSError:
                 pass
     os.lchown(path, uid, uid)
-
-
-def _tail(path: Path, limit: int = 20000) -> str:
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        if size > limit:
-            f.seek(size - limit)
-        text = f.read().decode("utf-8", errors="replace")
-    return text if size <= limit else f"[... {size - limit} bytes cut ...]\n{text}"

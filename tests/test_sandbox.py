@@ -1,0 +1,113 @@
+"""The kernel box (``sandbox.Box`` through ``kernel.BoxedKernelManager``) and the worker pool.
+
+A boxed kernel runs a few probes; the assertions check what the box promises: limits
+in force, no network, a read-only file system but for its folder, another uid when the
+grader is root. The worker-pool test checks that a submission past the wall clock is
+stopped and reported, and that the next one on the same worker is graded as usual.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from nbgrader_harness import REPO, grade_id, solution_sources
+
+from llmcourse.grading import batch, sandbox
+
+HAVE_BWRAP = sandbox.protection()["bubblewrap"]
+LIMITS = sandbox.Limits(cpu_seconds=60, address_space_mb=3072, file_size_mb=8, processes=64, wall_seconds=120)
+
+PROBE = r'''
+import json, os, resource, socket
+out = {"uid": os.getuid(), "cwd": os.getcwd(), "home": os.environ["HOME"],
+       "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0], "as": resource.getrlimit(resource.RLIMIT_AS)[0],
+       "cpu": resource.getrlimit(resource.RLIMIT_CPU)[0]}
+def attempt(f):
+    try:
+        f()
+        return "ok"
+    except Exception as e:
+        return type(e).__name__
+out["write_cwd"] = attempt(lambda: open("here.txt", "w").write("x"))
+out["write_outside"] = attempt(lambda: open(OUTSIDE, "w").write("x"))
+out["network"] = attempt(lambda: socket.create_connection(("1.1.1.1", 53), timeout=2))
+out["big_file"] = attempt(lambda: open("big.bin", "wb").write(bytes(16 * 1024 * 1024)))
+print(json.dumps(out))
+'''
+
+
+def run_boxed(folder: Path, outside: Path) -> dict:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"OUTSIDE = {str(outside)!r}\n" + PROBE)])
+    from llmcourse.grading.kernel import BoxedKernelManager
+
+    from dataclasses import asdict
+
+    from traitlets.config import Config
+
+    c = Config()
+    c.BoxedKernelManager.folder = str(folder)
+    c.BoxedKernelManager.limits = asdict(LIMITS)
+    c.BoxedKernelManager.slot = 7
+    box = sandbox.Box(folder, LIMITS, 7)
+    box.open()
+    try:
+        NotebookClient(nb, kernel_name="python3", timeout=60, kernel_manager_class=BoxedKernelManager,
+                       config=c, allow_errors=False).execute()
+    finally:
+        box.close()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("output_type") == "stream")
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_boxed_kernel_limits_and_view(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("intact")
+    probe = run_boxed(tmp_path / "box", outside)
+    assert probe["cwd"] == str(tmp_path / "box" / "cwd")
+    assert probe["home"] == str(tmp_path / "box" / ".home")
+    assert probe["write_cwd"] == "ok"
+    assert probe["fsize"] == 8 * 1024 * 1024 and probe["big_file"] != "ok"
+    assert probe["as"] == 3072 * 1024 * 1024 and probe["cpu"] == 60
+    if HAVE_BWRAP:
+        assert probe["write_outside"] != "ok" and outside.read_text() == "intact"
+        assert probe["network"] != "ok"
+        if os.geteuid() == 0:
+            assert probe["uid"] == sandbox.UID_BASE + 7
+    elif os.environ.get("CI"):
+        pytest.fail("bubblewrap must be installed under CI (.ci/run installs it)")
+
+
+def _course(root: Path, subs: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    shutil.copytree(REPO / "solutions" / "attention", root / "solutions" / "attention")
+    for student, sources in subs.items():
+        nb = nbformat.read(REPO / "exercises" / "attention" / "attention.ipynb", as_version=4)
+        for cell in nb.cells:
+            if grade_id(cell) in sources:
+                cell.source = sources[grade_id(cell)]
+        folder = root / "submitted" / student / "attention"
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / "attention.ipynb")
+
+
+@pytest.mark.slow
+def test_wall_clock_stops_one_submission_and_the_worker_goes_on(tmp_path):
+    sol = solution_sources("attention")
+    _course(tmp_path, {"a_sleeper": {**sol, "heads": "import time\ntime.sleep(3600)\n" + sol["heads"]},
+                       "b_honest": sol})
+    limits = sandbox.Limits(**{**LIMITS.__dict__, "wall_seconds": 25})
+    results = {r.student: r for r in batch.grade(tmp_path, "attention", workers=1, limits=limits,
+                                                 cell_timeout=600, progress=False)}
+    sleeper, honest = results["a_sleeper"], results["b_honest"]
+    assert sleeper.status == "timeout" and sleeper.score == 0
+    assert all(p.status == "timeout" and "wall-clock" in p.message for p in sleeper.parts)
+    assert honest.status == "graded" and honest.score == honest.max_score == 27
+    assert "wall-clock" in (tmp_path / "feedback" / "a_sleeper" / "attention" / "summary.txt").read_text()
+    assert (tmp_path / "feedback" / "b_honest" / "attention" / "attention.html").exists()
