@@ -42,6 +42,8 @@ def _become_subreaper() -> None:
 
 def _children() -> dict[int, list[int]]:
     tree: dict[int, list[int]] = {}
+    if not os.path.isdir("/proc"):          # not Linux: strays are left to the box's end
+        return tree
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -118,7 +120,7 @@ class ResilientExecute(Execute):
 
     def _kill_strays(self) -> None:
         """Kill every process below the grader but the kernel and the chain that starts it
-        (``prlimit``, ``bwrap`` and its PID-namespace init when the kernel is boxed)."""
+        (``bwrap`` and its PID-namespace init when the kernel is boxed)."""
         root = getattr(getattr(self.km, "provisioner", None), "pid", None)
         if root is None:
             return

@@ -4,7 +4,7 @@ Only the Python kernel that runs the learner's code goes in the box; the grading
 worker that drives it (nbgrader, the gradebook, the feedback) stays outside. What the
 box gives, from the outside in:
 
-1. **Resource limits** (``prlimit``, util-linux) inherited by the kernel and everything
+1. **Resource limits** (``setrlimit``, set just before the box starts) inherited by the kernel and everything
    it starts: CPU seconds, address space, file size, number of processes.
 2. **Bubblewrap** (``bwrap``, Debian package ``bubblewrap``), when it is installed: the
    whole file system read-only, a private ``/tmp`` in which only the box's folder is
@@ -23,6 +23,7 @@ It is no container: the kernel shares the machine's kernel, CPU and page cache.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -156,6 +157,23 @@ def _tmp_binds(workdir: Path) -> list[str]:
     return args + [*_private_tmp_parents(workdir), "--bind", str(workdir), str(workdir)]
 
 
+#: sets the limits given as JSON, then becomes the command (a few milliseconds; portable,
+#: unlike util-linux's prlimit)
+_LIMIT_SHIM = """\
+import json, os, resource, sys
+for name, (soft, hard) in json.loads(sys.argv[1]).items():
+    which = getattr(resource, name)
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:       # never above what the grader itself may use
+        soft, hard = min(soft, current), min(hard, current)
+    try:
+        resource.setrlimit(which, (soft, hard))
+    except (ValueError, OSError):               # a platform that refuses this limit
+        pass
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
 def box_uid(slot: int, use_bwrap: bool | None) -> int | None:
     """The uid a box on ``slot`` runs as: its own when the grader is root and has bubblewrap."""
     if os.geteuid() == 0 and use_bwrap is not False and bwrap_path() is not None:
@@ -221,16 +239,19 @@ class Box:
             _chown_tree(self.folder, os.geteuid())
 
     def command(self, cmd: list[str]) -> list[str]:
-        """``cmd`` wrapped: limits (prlimit), then bubblewrap and setpriv when available."""
+        """``cmd`` wrapped: limits, then bubblewrap and setpriv when available."""
         mb = 1024 * 1024
         lim = self.limits
-        # Counted per real uid. As root the box switches to a uid of its own, so the limit
-        # counts that box alone; as an ordinary user it counts all of the user's processes,
-        # so it allows for those already running.
-        nproc = lim.processes + (0 if self.uid is not None or os.geteuid() == 0 else _count_processes(os.getuid()))
-        prlimit = shutil.which("prlimit") or "prlimit"
-        out = [prlimit, f"--cpu={lim.cpu_seconds}:{lim.cpu_seconds + 5}", f"--as={lim.address_space_mb * mb}",
-               f"--fsize={lim.file_size_mb * mb}", "--core=0", f"--nproc={nproc}", "--"]
+        limits = {"RLIMIT_CPU": (lim.cpu_seconds, lim.cpu_seconds + 5),
+                  "RLIMIT_AS": (lim.address_space_mb * mb,) * 2,
+                  "RLIMIT_FSIZE": (lim.file_size_mb * mb,) * 2, "RLIMIT_CORE": (0, 0)}
+        if os.path.isdir("/proc"):
+            # Counted per real uid. As root the box switches to a uid of its own, so the limit
+            # counts that box alone; as an ordinary user it counts all of the user's processes,
+            # so it allows for those already running.
+            base = 0 if os.geteuid() == 0 else _count_processes(os.getuid())
+            limits["RLIMIT_NPROC"] = (base + lim.processes,) * 2
+        out = [sys.executable, "-I", "-S", "-c", _LIMIT_SHIM, json.dumps(limits)]
         if self.bwrap:
             out += [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
                     *_tmp_binds(self.folder), "--unshare-net", "--unshare-pid", "--unshare-ipc",
