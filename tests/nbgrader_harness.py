@@ -201,3 +201,75 @@ def grade_submissions(assignment: str, submissions: dict[str, dict[str, str]], t
     deletions = deletions or {}
     nbs = {s: course.submission(src, deletions.get(s, ())) for s, src in submissions.items()}
     return course.grade(nbs)
+
+
+# ----------------------------------------------------------------------------- an assignment's catalogue
+
+
+def grade_catalogue(assignment: str, sol: dict[str, str], timeout: int, wrong: dict | None = None,
+                    correct: dict | None = None, forbidden: dict | None = None, extra: dict | None = None,
+                    prepare=None) -> dict[str, Result]:
+    """The proof of one assignment's autograder, graded by ONE ``nbgrader autograde`` run.
+
+    Students: ``solution``, ``release`` (untouched), ``wrong_<name>``, ``correct_<name>`` and
+    ``forbidden_<name>`` (the solution with the given ``{grade_id: source}`` replaced), and
+    ``extra`` as ``{student: (sources, cells to delete)}``. ``prepare(subs)`` may edit the
+    notebooks before grading. Prints one line per student (score, parts lost, first error)
+    so that the log of a test run reads as a report.
+    """
+    t0 = time.perf_counter()
+    course = Course.create(assignment, timeout=timeout)
+    subs = {"solution": course.submission(sol), "release": course.submission({})}
+    for prefix, group in (("wrong", wrong), ("correct", correct), ("forbidden", forbidden)):
+        subs.update({f"{prefix}_{name}": course.submission({**sol, **src}) for name, src in (group or {}).items()})
+    subs.update({student: course.submission(src, delete) for student, (src, delete) in (extra or {}).items()})
+    if prepare is not None:
+        prepare(subs)
+    results = course.grade(subs)
+    width = max(map(len, results)) + 2
+    for student, r in results.items():
+        first = next((r.errors[k].splitlines()[0][:160] for k in r.lost() if r.errors.get(k)), "")
+        print(f"{student:{width}s} {r.total:4.0f}/{r.max_total:.0f}  lost {sorted(r.lost())}  {first}")
+    print(f"\nautograde of {len(subs)} submissions: {course.seconds:.0f} s "
+          f"(with setup {time.perf_counter() - t0:.0f} s)")
+    shutil.rmtree(course.root, ignore_errors=True)
+    return results
+
+
+def hidden(result: Result) -> dict:
+    """The graded (hidden-test) cells of a result: grade_id -> (score, max_score)."""
+    return {k: v for k, v in result.scores.items() if v[1] > 0}
+
+
+def assert_full_marks(r: Result) -> None:
+    assert r.total == r.max_total, {k: r.errors[k] for k in r.lost()}
+
+
+def assert_solution_and_release(sol: Result, rel: Result, max_total: float, stub_cell: str) -> None:
+    """The solution gets every point and every check says ``ok:``; the release gets none
+    and its feedback says the stub is still there."""
+    assert sol.max_total == max_total
+    assert_full_marks(sol)
+    assert all(sol.stdout[k].startswith("ok: ") for k in hidden(sol)), sol.stdout
+    assert rel.max_total == sol.max_total and rel.total == 0, rel.scores
+    assert "replace it with your code" in rel.errors[stub_cell], rel.errors[stub_cell]
+
+
+def assert_wrong_loses(r: Result, must_fail, words: str, allowed) -> None:
+    """A wrong implementation: the ``must_fail`` tests lose their points, the first one's
+    AssertionError names the mistake (``words``), and no test outside ``allowed`` loses any."""
+    lost = r.lost()
+    assert set(must_fail) <= set(lost), (must_fail, lost)
+    assert all(lost[k] == r.scores[k][1] for k in lost)              # a failed cell gives nothing
+    assert "AssertionError" in r.errors[must_fail[0]]
+    assert words in r.errors[must_fail[0]], r.errors[must_fail[0]]
+    assert set(lost) <= set(allowed), lost
+
+
+def assert_library_gets_no_credit(r: Result, must_fail, words: str = "") -> None:
+    """A part done by calling the library gets nothing, with a message that says why; the
+    rest of the submission keeps its points."""
+    for k in must_fail:
+        assert r.scores[k][0] == 0, (k, r.scores[k])
+        assert "gets no credit" in r.errors[k] and words in r.errors[k], r.errors[k]
+    assert r.total == r.max_total - sum(r.scores[k][1] for k in must_fail)

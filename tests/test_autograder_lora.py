@@ -10,13 +10,12 @@ and it would cost a pretrained-model load and 40 training steps per submission).
 """
 from __future__ import annotations
 
-import shutil
 import textwrap
-import time
 
 import pytest
 
-from nbgrader_harness import Course, solution_sources
+from nbgrader_harness import (assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
+                              assert_wrong_loses, grade_catalogue, hidden, solution_sources)
 
 ASSIGNMENT = "lora"
 SOL = solution_sources(ASSIGNMENT)
@@ -407,84 +406,55 @@ def test_catalogue_in_process():
 # ----------------------------------------------------------------------------- slow: the real nbgrader
 
 
-@pytest.fixture(scope="module")
-def graded():
-    """Every submission of this module, graded by ONE nbgrader autograde run."""
-    t0 = time.perf_counter()
-    course = Course.create(ASSIGNMENT, timeout=TIMEOUT)
-    subs = {"solution": course.submission(SOL), "release": course.submission({})}
-    subs.update({f"wrong_{n}": course.submission({**SOL, **src}) for n, (src, _, _) in WRONG.items()})
-    subs.update({f"correct_{n}": course.submission({**SOL, **src}) for n, src in CORRECT.items()})
-    subs.update({f"forbidden_{n}": course.submission({**SOL, **src}) for n, (src, _, _) in FORBIDDEN.items()})
-    subs.update({f"bad_{n}": course.submission(src, delete) for n, (src, delete) in BAD.items()})
+def _drop_fine_tuning(subs) -> None:
     for student, nb in subs.items():                    # the ungraded fine-tuning run: in the solution only
         if student != "solution":
             nb.cells = [c for c in nb.cells if "load_pretrained()" not in c.source]
-    results = course.grade(subs)
-    for student, r in results.items():                  # the table of the report, kept in the log
-        first = next((r.errors[k].splitlines()[0][:160] for k in r.lost() if r.errors.get(k)), "")
-        print(f"{student:42s} {r.total:4.0f}/{r.max_total:.0f}  lost {sorted(r.lost())}  {first}")
-    print(f"\nautograde of {len(subs)} submissions: {course.seconds:.0f} s "
-          f"(with setup {time.perf_counter() - t0:.0f} s)")
-    shutil.rmtree(course.root, ignore_errors=True)
-    return results
 
 
-def _hidden(result):
-    return {k: v for k, v in result.scores.items() if v[1] > 0}
+@pytest.fixture(scope="module")
+def graded():
+    """Every submission of this module, graded by ONE nbgrader autograde run."""
+    return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT, wrong={n: src for n, (src, _, _) in WRONG.items()},
+                           correct=CORRECT, forbidden={n: src for n, (src, _, _) in FORBIDDEN.items()},
+                           extra={f"bad_{n}": bad for n, bad in BAD.items()}, prepare=_drop_fine_tuning)
 
 
 @pytest.mark.slow
 def test_solution_full_marks_release_zero(graded):
     sol, rel = graded["solution"], graded["release"]
-    assert sol.max_total == 21
-    assert sol.total == sol.max_total, {k: sol.errors[k] for k in sol.lost()}
-    assert all(sol.stdout[k].startswith("ok: ") for k in _hidden(sol)), sol.stdout
-    assert rel.max_total == sol.max_total and rel.total == 0, rel.scores
+    assert_solution_and_release(sol, rel, 21, "test_lora_init")
     assert "NotImplementedError" in rel.errors["test_lora_init"]
-    assert "replace it with your code" in rel.errors["test_lora_init"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRONG))
 def test_wrong_implementation_loses_points(graded, name):
-    _, must_fail, words = WRONG[name]
-    r = graded[f"wrong_{name}"]
-    assert r.total < r.max_total
-    lost = r.lost()
-    assert set(must_fail) <= set(lost), (must_fail, lost)
-    assert all(lost[k] == r.scores[k][1] for k in lost)              # a failed cell gives nothing
-    assert "AssertionError" in r.errors[must_fail[0]]
-    assert words in r.errors[must_fail[0]], r.errors[must_fail[0]]
-    part = next(iter(WRONG[name][0]))
+    part, must_fail, words = next(iter(WRONG[name][0])), WRONG[name][1], WRONG[name][2]
     untouched = {"lora_linear": COUNT_TESTS, "apply_lora": LORA_TESTS + COUNT_TESTS,
                  "count_parameters": LORA_TESTS + APPLY_TESTS}[part]
-    assert not set(untouched) & set(lost), lost
+    assert_wrong_loses(graded[f"wrong_{name}"], must_fail, words,
+                       allowed=set(LORA_TESTS + APPLY_TESTS + COUNT_TESTS) - set(untouched))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORRECT))
 def test_correct_implementation_full_marks(graded, name):
-    r = graded[f"correct_{name}"]
-    assert r.total == r.max_total, {k: r.errors[k] for k in r.lost()}
+    assert_full_marks(graded[f"correct_{name}"])
 
 
 @pytest.mark.slow
 def test_learner_prints_and_warnings_cost_nothing(graded):
     r = graded["correct_stores_original_weight"]
     assert "applying LoRA" in r.text or "harmless" in r.text
-    assert not any(r.errors[k] for k in _hidden(r))
+    assert not any(r.errors[k] for k in hidden(r))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FORBIDDEN))
 def test_library_calls_get_no_credit(graded, name):
     _, must_fail, words = FORBIDDEN[name]
-    r = graded[f"forbidden_{name}"]
-    for k in must_fail:
-        assert r.scores[k][0] == 0, (k, r.scores[k])
-        assert "gets no credit" in r.errors[k] and words in r.errors[k], r.errors[k]
-    assert r.total == r.max_total - sum(r.scores[k][1] for k in must_fail)
+    assert_library_gets_no_credit(graded[f"forbidden_{name}"], must_fail, words)
 
 
 @pytest.mark.slow

@@ -10,13 +10,12 @@ nbgrader, in the fast ``tests/test_grading_masking.py``.
 """
 from __future__ import annotations
 
-import shutil
 import textwrap
-import time
 
 import pytest
 
-from nbgrader_harness import Course, grade_id, solution_sources
+from nbgrader_harness import (assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
+                              assert_wrong_loses, grade_catalogue, grade_id, hidden, solution_sources)
 
 ASSIGNMENT = "masking"
 SOL = solution_sources(ASSIGNMENT)
@@ -433,77 +432,47 @@ TIMEOUT = 15        # seconds per cell (the slowest correct submission's statist
 @pytest.fixture(scope="module")
 def graded():
     """Every submission of this module, graded by ONE nbgrader autograde run."""
-    t0 = time.perf_counter()
-    course = Course.create(ASSIGNMENT, timeout=TIMEOUT)
-    subs = {"solution": course.submission(SOL), "release": course.submission({})}
-    subs.update({student: course.submission({**SOL, **{k: v for n in names for k, v in WRONG[n][0].items()}})
-                 for student, names in COMBOS.items()})
-    subs.update({f"correct_{n}": course.submission({**SOL, **src}) for n, src in CORRECT.items()})
-    subs.update({f"forbidden_{n}": course.submission({**SOL, **src}) for n, (src, _, _) in FORBIDDEN.items()})
-    subs.update({f"bad_{n}": course.submission(src, delete) for n, (src, delete, _) in BAD.items()})
-    results = course.grade(subs)
-    for student, r in results.items():                  # the table of the report, kept in the log
-        first = next((r.errors[k].splitlines()[0][:160] for k in r.lost() if r.errors.get(k)), "")
-        print(f"{student:48s} {r.total:4.0f}/{r.max_total:.0f}  lost {sorted(r.lost())}  {first}")
-    print(f"\nautograde of {len(subs)} submissions: {course.seconds:.0f} s "
-          f"(with setup {time.perf_counter() - t0:.0f} s)")
-    shutil.rmtree(course.root, ignore_errors=True)
-    return results
-
-
-def _hidden(result):
-    return {k: v for k, v in result.scores.items() if v[1] > 0}
+    combos = {student: ({**SOL, **{k: v for n in names for k, v in WRONG[n][0].items()}}, ())
+              for student, names in COMBOS.items()}
+    return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT, correct=CORRECT,
+                           forbidden={n: src for n, (src, _, _) in FORBIDDEN.items()},
+                           extra={**combos, **{f"bad_{n}": (src, delete) for n, (src, delete, _) in BAD.items()}})
 
 
 @pytest.mark.slow
 def test_solution_full_marks_release_zero(graded):
     sol, rel = graded["solution"], graded["release"]
-    assert sol.max_total == 23
-    assert sol.total == sol.max_total, {k: sol.errors[k] for k in sol.lost()}
-    assert all(sol.stdout[k].startswith("ok: ") for k in _hidden(sol)), sol.stdout
-    assert rel.max_total == sol.max_total and rel.total == 0, rel.scores
-    assert "replace it with your code" in rel.errors["test_causal_mask"]
+    assert_solution_and_release(sol, rel, 23, "test_causal_mask")
     assert "replace it with your code" in rel.errors["test_mlm_contract"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRONG))
 def test_wrong_implementation_loses_points(graded, name):
-    src, must_fail, words = WRONG[name]
-    r = graded[STUDENT[name]]
-    (part,) = src
-    lost = {k: v for k, v in r.lost().items() if k in PART_TESTS[part]}   # this entry's part only
-    assert set(must_fail) <= set(lost), (must_fail, lost)
-    assert all(lost[k] == r.scores[k][1] for k in lost)              # a failed cell gives nothing
-    assert "AssertionError" in r.errors[must_fail[0]]
-    assert words in r.errors[must_fail[0]], r.errors[must_fail[0]]
+    _, must_fail, words = WRONG[name]
+    # the batch holds one wrong part of each kind: parts left correct keep their points
     touched = {t for n in COMBOS[STUDENT[name]] for t in PART_TESTS[next(iter(WRONG[n][0]))]}
-    assert set(r.lost()) <= touched, r.lost()                        # parts left correct keep their points
+    assert_wrong_loses(graded[STUDENT[name]], must_fail, words, allowed=touched)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CORRECT))
 def test_correct_implementation_full_marks(graded, name):
-    r = graded[f"correct_{name}"]
-    assert r.total == r.max_total, {k: r.errors[k] for k in r.lost()}
+    assert_full_marks(graded[f"correct_{name}"])
 
 
 @pytest.mark.slow
 def test_learner_prints_and_warnings_cost_nothing(graded):
     r = graded["correct_row_loop_noisy"]
     assert "masked_softmax on" in r.text or "harmless" in r.text
-    assert not any(r.errors[k] for k in _hidden(r))
+    assert not any(r.errors[k] for k in hidden(r))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FORBIDDEN))
 def test_library_calls_get_no_credit(graded, name):
     _, must_fail, words = FORBIDDEN[name]
-    r = graded[f"forbidden_{name}"]
-    for k in must_fail:
-        assert r.scores[k][0] == 0, (k, r.scores[k])
-        assert "gets no credit" in r.errors[k] and words in r.errors[k], r.errors[k]
-    assert r.total == r.max_total - sum(r.scores[k][1] for k in must_fail)
+    assert_library_gets_no_credit(graded[f"forbidden_{name}"], must_fail, words)
 
 
 @pytest.mark.slow
