@@ -54,7 +54,7 @@ class BoxedKernelManager(AsyncKernelManager):
         return await super()._async_pre_start_kernel(**kw)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
-        # the kernel's own stdout and stderr (and bwrap's complaints) go to a log in its folder
+        # the kernel's own stdout and stderr (and bwrap's complaints) go to a log beside its folder
         with open(self.box.log, "ab") as log:
             kw.update(stdout=log, stderr=log)
             await super()._async_launch_kernel(kernel_cmd, **kw)
