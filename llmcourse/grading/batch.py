@@ -438,7 +438,7 @@ class Worker:
             self.proc.stdin.close()
             self.proc.wait(timeout=30)
             self.proc = None
-        except (OSError, Exception):
+        except Exception:                       # it would not stop: make it
             self.kill()
 
 
