@@ -72,17 +72,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="llmcourse grade workers")
     ap.add_argument("--floor-runs", type=int, default=3)
     args = ap.parse_args()
-    import nbformat
     from nbgrader_harness import Course, solution_sources
 
     root = Path(tempfile.mkdtemp(prefix="llmcourse-bench-"))
     try:
         course = Course.create("attention", root=root)
         nb = course.submission(solution_sources("attention"))
-        for i in range(args.n):
-            d = root / "submitted" / f"student{i:03d}" / "attention"
-            d.mkdir(parents=True)
-            nbformat.write(nb, d / "attention.ipynb")
+        course.submit({f"student{i:03d}": nb for i in range(args.n)})
         source = root / "solutions" / "attention" / "attention.ipynb"
         floor = floor_seconds(source, "all", args.floor_runs)
         imports = floor_seconds(source, "imports", args.floor_runs)

@@ -163,12 +163,16 @@ class Course:
         nb.cells = [c for c in nb.cells if grade_id(c) not in set(delete)]
         return nb
 
-    def grade(self, submissions: dict[str, nbformat.NotebookNode]) -> dict[str, Result]:
-        """Write every submission, run ONE ``nbgrader autograde``, read the gradebook."""
+    def submit(self, submissions: dict[str, nbformat.NotebookNode]) -> None:
+        """Put each notebook at ``submitted/<student>/<assignment>/``, as nbgrader collects them."""
         for student, nb in submissions.items():
             d = self.root / "submitted" / student / self.assignment
             d.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, d / f"{self.notebook}.ipynb")
+
+    def grade(self, submissions: dict[str, nbformat.NotebookNode]) -> dict[str, Result]:
+        """Write every submission, run ONE ``nbgrader autograde``, read the gradebook."""
+        self.submit(submissions)
         t0 = time.perf_counter()
         proc = run_nbgrader(["autograde", self.assignment, "--force",
                              f"--Execute.timeout={self.timeout}"], cwd=self.root)

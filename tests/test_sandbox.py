@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from nbgrader_harness import REPO, grade_id, solution_sources
+from nbgrader_harness import Course, solution_sources
 
 from llmcourse.grading import batch, sandbox
 
@@ -83,25 +82,12 @@ def test_boxed_kernel_limits_and_view(tmp_path):
         pytest.fail("bubblewrap must be installed under CI (.ci/run installs it)")
 
 
-def _course(root: Path, subs: dict) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
-    shutil.copytree(REPO / "solutions" / "attention", root / "solutions" / "attention")
-    for student, sources in subs.items():
-        nb = nbformat.read(REPO / "exercises" / "attention" / "attention.ipynb", as_version=4)
-        for cell in nb.cells:
-            if grade_id(cell) in sources:
-                cell.source = sources[grade_id(cell)]
-        folder = root / "submitted" / student / "attention"
-        folder.mkdir(parents=True)
-        nbformat.write(nb, folder / "attention.ipynb")
-
-
 @pytest.mark.slow
 def test_wall_clock_stops_one_submission_and_the_worker_goes_on(tmp_path):
     sol = solution_sources("attention")
-    _course(tmp_path, {"a_sleeper": {**sol, "heads": "import time\ntime.sleep(3600)\n" + sol["heads"]},
-                       "b_honest": sol})
+    course = Course.create("attention", root=tmp_path)
+    course.submit({"a_sleeper": course.submission({**sol, "heads": "import time\ntime.sleep(3600)\n" + sol["heads"]}),
+                   "b_honest": course.submission(sol)})
     limits = sandbox.Limits(**{**LIMITS.__dict__, "wall_seconds": 25})
     results = {r.student: r for r in batch.grade(tmp_path, "attention", workers=1, limits=limits,
                                                  cell_timeout=600, progress=False)}

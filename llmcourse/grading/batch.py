@@ -85,14 +85,12 @@ class Course:
 
     def __init__(self, root: Path):
         from nbgrader.coursedir import CourseDirectory
-        from traitlets.config.loader import PyFileConfigLoader
 
         self.root = Path(root).resolve()
         cfg_file = self.root / "nbgrader_config.py"
         if not cfg_file.exists():
             raise SystemExit(f"{cfg_file} not found: run from the course's root folder (where nbgrader_config.py is)")
-        config = PyFileConfigLoader("nbgrader_config.py", path=str(self.root)).load_config()
-        self.coursedir = CourseDirectory(config=config, root=str(self.root))
+        self.coursedir = CourseDirectory(config=load_config(self.root), root=str(self.root))
 
     def folder(self, kind: str) -> Path:
         return self.root / getattr(self.coursedir, f"{kind}_directory")
@@ -113,13 +111,8 @@ class Course:
         return sorted(p.name for p in sub.iterdir() if (p / assignment).is_dir()) if sub.exists() else []
 
 
-def env_with_venv() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def _load_config(root: Path):
+def load_config(root: Path):
+    """The nbgrader config of the course at ``root``, its root set."""
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
@@ -134,7 +127,7 @@ def generate_assignment(root: Path, assignment: str, release: Path) -> None:
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.utils import capture_log
 
-    config = _load_config(root)
+    config = load_config(root)
     config.CourseDirectory.release_directory = str(release)
     coursedir = CourseDirectory(config=config, root=str(root))
     coursedir.assignment_id = assignment
@@ -368,7 +361,7 @@ class Worker:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "llmcourse.grading.worker", json.dumps(settings)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         env=env_with_venv(), start_new_session=True)
+                                         env=sandbox.env_with_venv(), start_new_session=True)
         self._buffer, self.ready = b"", False
 
     def _readline(self, deadline: float) -> bytes | None:
@@ -454,7 +447,7 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
 
     from tqdm.auto import tqdm
 
-    os.environ.update(PATH=env_with_venv()["PATH"])       # nbgrader's Gradebook calls `alembic` from PATH
+    os.environ.update(PATH=sandbox.env_with_venv()["PATH"])       # nbgrader's Gradebook calls `alembic` from PATH
     course = Course(course_root)
     notebooks = course.source_notebooks(assignment)
     students = list(students) if students is not None else course.students(assignment)

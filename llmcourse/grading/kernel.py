@@ -14,7 +14,6 @@ the notebook nbgrader writes, which it cannot touch.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 
 from jupyter_client.manager import AsyncKernelManager
@@ -48,8 +47,7 @@ class BoxedKernelManager(AsyncKernelManager):
         if not self.connection_file:
             self.connection_file = str(box.runtime / f"kernel-{uuid.uuid4().hex[:12]}.json")
             self.ip = os.path.splitext(self.connection_file)[0] + "-ipc"
-        path = os.environ.get("PATH", "")
-        kw["env"] = box.env({"PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{path}"})
+        kw["env"] = box.env({"PATH": sandbox.env_with_venv()["PATH"]})
         kw["cwd"] = str(box.cwd)
         return await super()._async_pre_start_kernel(**kw)
 

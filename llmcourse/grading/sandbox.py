@@ -86,6 +86,13 @@ def _count_processes(uid: int) -> int:
     return n
 
 
+def env_with_venv() -> dict:
+    """This environment with the interpreter's folder (the venv's ``bin``) first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
 def job_env(workdir: Path, limits: Limits, extra: dict | None = None) -> dict:
     """Environment of a job: HOME and every cache inside its folder, thread counts set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON"))}

@@ -29,16 +29,14 @@ def grade_one(job: dict, slot: int, limits: sandbox.Limits, use_bwrap: bool | No
     from nbgrader.converters import Autograde, GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.utils import capture_log
-    from traitlets.config.loader import PyFileConfigLoader
-
+    from .batch import load_config
     from .kernel import BoxedKernelManager
 
     work = Path(job["work"])
     assignment, student = job["assignment"], job["student"]
     box = sandbox.Box(work / ".box", limits, slot, use_bwrap)
     shutil.copytree(job["submission"], box.cwd, dirs_exist_ok=True)   # the kernel's own copy of the files
-    config = PyFileConfigLoader("nbgrader_config.py", path=str(work)).load_config()
-    config.CourseDirectory.root = str(work)
+    config = load_config(work)
     if job.get("cell_timeout"):
         config.Execute.timeout = job["cell_timeout"]
     config.Execute.kernel_manager_class = BoxedKernelManager
