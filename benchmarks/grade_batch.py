@@ -50,7 +50,7 @@ import sys, nbformat
 from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], 4)
 if sys.argv[2] == "imports":          # kernel start and imports only
-    nb.cells = [nbformat.v4.new_code_cell("import torch, llmcourse, llmcourse.grading.attention")]
+    nb.cells = [nbformat.v4.new_code_cell("import torch, llmcourse, llmcourse.grading.checks.attention")]
 NotebookClient(nb, kernel_name="python3", timeout=120, allow_errors=False).execute()
 """
 

@@ -369,7 +369,7 @@ def _run_in_process(sources: dict[str, str]) -> dict[str, str]:
     import contextlib
     import io
 
-    from llmcourse.grading import lora as G
+    from llmcourse.grading.checks import lora as G
 
     ns: dict = {}
     exec("import math\nimport torch\nimport torch.nn as nn", ns)

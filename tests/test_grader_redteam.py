@@ -130,7 +130,7 @@ def submissions(root: Path) -> dict:
                                                    "builtins.all = lambda *a: True\nbuiltins.abs = lambda x: 0\n"
                                                    + GARBAGE_SDPA))), GARBAGE_MOST, ["tampering"]),
         "patch_llmcourse": (one(notebook(with_(sdpa="import llmcourse.grading.common as C\n"
-                                                    "import llmcourse.grading.attention as G\n"
+                                                    "import llmcourse.grading.checks.attention as G\n"
                                                     "C.close = lambda *a, **k: True\n"
                                                     "for name in dir(G):\n"
                                                     "    if name.startswith('check_'):\n"

@@ -1,4 +1,4 @@
-"""Fast tests of llmcourse.grading.masking, without nbgrader.
+"""Fast tests of llmcourse.grading.checks.masking, without nbgrader.
 
 The catalogue of ``tests/test_autograder_masking.py`` runs here in-process: each
 submission's cells are executed in one namespace, as a kernel would, and the hidden test
@@ -17,7 +17,7 @@ import torch
 
 import test_autograder_masking as T
 from llmcourse.attention import masked_softmax, mlm_corrupt
-from llmcourse.grading import masking as G
+from llmcourse.grading.checks import masking as G
 from nbgrader_harness import REPO, grade_id
 
 NB = nbformat.read(REPO / "solutions" / "masking" / "masking.ipynb", as_version=4)

@@ -1,9 +1,13 @@
-"""Hidden-test logic of the course's nbgrader assignments.
+"""Grading: the engine that runs submissions, and the hidden tests it runs.
 
-Each assignment ``<name>`` has a module ``llmcourse.grading.<name>`` of check functions
-that its hidden test cells call, e.g.::
+The engine (grader side): :mod:`.batch` (``llmcourse grade``/``check``), :mod:`.worker`,
+:mod:`.kernel`, :mod:`.sandbox`, :mod:`.executor`, :mod:`.scan`, and :mod:`.guard` (loaded
+into every kernel).
 
-    from llmcourse.grading import attention as G
+The hidden tests (kernel side): each assignment ``<name>`` has a module
+``llmcourse.grading.checks.<name>`` of check functions that its hidden test cells call::
+
+    from llmcourse.grading.checks import attention as G
     G.check_sdpa_values(scaled_dot_product_attention)
 
 A check prints one line ``ok: ...`` on success and raises ``AssertionError`` with a

@@ -32,8 +32,6 @@ GUARDED_MODULES = (
 #: classes whose attribute dictionaries are guarded (Python-level classes only)
 GUARDED_CLASSES = (("torch", "Tensor"), ("torch.nn", "Module"), ("torch.nn", "Linear"))
 
-#: modules of llmcourse.grading that run in the grader, not in the kernel
-GRADER_SIDE = {"batch", "executor", "sandbox", "scan", "guard", "kernel", "worker"}
 #: names IPython and ipykernel rebind themselves while running cells (not tampering)
 IPYTHON_MANAGED = {("builtins", n) for n in ("input", "raw_input", "get_ipython", "display", "exit", "quit",
                                             "_", "__", "___", "help", "__IPYTHON__")}
@@ -52,12 +50,12 @@ def install() -> None:
     import pkgutil
 
     import llmcourse  # noqa: F401
-    import llmcourse.grading as grading
+    import llmcourse.grading.checks as checks
+    import llmcourse.grading.common  # noqa: F401
 
     # every assignment's checks, so that replacing a check function is undone too
-    for info in pkgutil.iter_modules(grading.__path__):
-        if info.name not in GRADER_SIDE:
-            importlib.import_module(f"llmcourse.grading.{info.name}")
+    for info in pkgutil.iter_modules(checks.__path__):
+        importlib.import_module(f"llmcourse.grading.checks.{info.name}")
 
     names = list(GUARDED_MODULES) + sorted(n for n in sys.modules if n == "llmcourse" or n.startswith("llmcourse."))
     modules = {}

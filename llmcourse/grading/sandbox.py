@@ -34,7 +34,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-UID_BASE = 60000
+#: first of the uids the boxes run as when the grader is root (slot n runs as UID_BASE + n).
+#: Two graders on one machine (two courses, or two checkouts testing at once) need bases at
+#: least 64 apart, or one grader's clean-up kills the other's kernels.
+UID_BASE = int(os.environ.get("LLMCOURSE_UID_BASE", "60000"))
 
 
 @dataclass

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .common import Forbidden, _module_file, call_learner, close, diagnose, graded, require_tensor
+from ..common import Forbidden, _module_file, call_learner, close, diagnose, graded, require_tensor
 
 NO_LIBRARY = Forbidden(
     files={p: "the course's own llmcourse.rl" for m in ("llmcourse.rl.core",)

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from .common import LLMCOURSE, TORCH_SDPA, call_learner, close, diagnose, graded, require_tensor
+from ..common import LLMCOURSE, TORCH_SDPA, call_learner, close, diagnose, graded, require_tensor
 
 NO_LIBRARY = TORCH_SDPA | LLMCOURSE
 SIGMAS = 6.0

@@ -22,7 +22,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .common import Forbidden, _module_file, call_learner, close, diagnose, graded
+from ..common import Forbidden, _module_file, call_learner, close, diagnose, graded
 
 NO_LIBRARY = Forbidden(files={p: "the course's own llmcourse.peft" for m in ("llmcourse.peft",)
                               if (p := _module_file(m))})

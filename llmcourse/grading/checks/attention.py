@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import LLMCOURSE, TORCH_MHA, TORCH_SDPA, call_learner, close, diagnose, graded, require_tensor
+from ..common import LLMCOURSE, TORCH_MHA, TORCH_SDPA, call_learner, close, diagnose, graded, require_tensor
 
 NO_LIBRARY = TORCH_SDPA | TORCH_MHA | LLMCOURSE
 
