@@ -3,6 +3,7 @@
 Every check compares against an independent reference: the model's plain forward pass
 on each prompt alone, a step-wise argmax loop, a sort-based nucleus written in NumPy.
 """
+import copy
 import json
 import os
 import subprocess
@@ -78,8 +79,16 @@ def _reference_logprob(logits: torch.Tensor, token: int, temperature, top_k, top
 # ----------------------------------------------------------------------------- the model's forward
 
 
-def test_padded_forward_equals_unpadded(model):
-    """Left padding with an attention mask and shifted positions changes nothing at real tokens."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_padded_forward_equals_unpadded(model, fused):
+    """Left padding with an attention mask and shifted positions changes nothing at real tokens.
+
+    Both attention paths: PyTorch's fused kernel and the course's own (whose softmax over a
+    row with no allowed key would be NaN, and NaN spreads through the padding's values).
+    """
+    model = copy.deepcopy(model)
+    for block in model.blocks:
+        block.attn.fused = fused
     prompts = _prompts((7, 2, 11, 11))
     ids, mask = left_pad(prompts, pad_id=5)
     assert ids.shape == (4, 11) and mask.sum(1).tolist() == [7, 2, 11, 11]
@@ -101,6 +110,9 @@ def test_kv_cache_forward_equals_full_forward(model):
     chunks = [model(idx[:, a:b], cache=cache)[0] for a, b in ((0, 6), (6, 7), (7, 12), (12, 20))]
     assert cache.length == 20
     torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
+    cache = KVCache(model, 3, 20)                                   # one token at a time
+    steps = [model(idx[:, t:t + 1], cache=cache)[0] for t in range(20)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_forward_checks_the_context_window(model):
@@ -131,9 +143,9 @@ def test_greedy_equals_stepwise_argmax(model):
     assert torch.equal(model.generate(idx, 15, temperature=0), ref)
 
 
-@pytest.mark.parametrize("padded", [False, True])
-def test_cache_equals_no_cache(model, padded):
-    prompts = _prompts() if padded else list(torch.randint(V, (4, 6), generator=torch.Generator().manual_seed(5)))
+@pytest.mark.parametrize("lengths", [(6, 6, 6, 6), (1, 1, 1), (5, 1, 9, 3)])
+def test_cache_equals_no_cache(model, lengths):
+    prompts = _prompts(lengths, seed=5)
     a = generate(model, prompts, 30, temperature=0)
     b = generate(model, prompts, 30, temperature=0, use_cache=False)
     assert torch.equal(a.sequences, b.sequences)
@@ -197,6 +209,13 @@ def test_filter_keeps_exactly_the_reference_support(top_k, top_p):
     assert keep.repeat(20, 1).gather(1, toks[:, None]).all()
 
 
+def test_top_p_boundary_keeps_the_token_that_reaches_p():
+    """Four equally likely tokens: mass exactly 0.25 each. p = 0.5 is reached by two tokens."""
+    logits = torch.zeros(3, 4)
+    for top_p, n in ((0.25, 1), (0.5, 2), (0.5001, 3), (0.75, 3), (1.0, 4)):
+        assert torch.isfinite(filter_logits(logits, None, top_p)).sum(-1).tolist() == [n] * 3, top_p
+
+
 def test_temperature_changes_the_distribution():
     logits = torch.tensor([2.0, 1.0, 0.0, -1.0, -3.0])
     g = torch.Generator().manual_seed(11)
@@ -235,6 +254,8 @@ def test_end_token_pads_the_rest(model):
     for i, n in enumerate(s.lengths.tolist()):
         assert s.tokens[i, n - 1] in (0, 1, 2) if s.ended[i] else n == 35
         assert (s.tokens[i, :n - 1] > 2).all() and (s.tokens[i, n:] == 0).all()
+        assert (s.logprobs[i, :n] < 0).all() and (s.logprobs[i, n:] == 0).all()
+    assert s.ended.any() and s.lengths.max() > 1
 
 
 def test_stop_strings(model):
