@@ -134,8 +134,8 @@ class KVCache:
     def __init__(self, model: "GPT", batch_size: int, max_len: int):
         cfg, p = model.config, model.wte.weight
         shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
-        self.k = torch.zeros(shape, dtype=p.dtype, device=p.device)
-        self.v = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        self.k = torch.empty(shape, dtype=p.dtype, device=p.device)   # only [:length] is ever read
+        self.v = torch.empty(shape, dtype=p.dtype, device=p.device)
         self.length = 0
 
 
