@@ -17,6 +17,19 @@
   pass: ``model(g.sequences, attention_mask=g.attention_mask)``; :func:`token_logprobs`
   recomputes the log-probabilities that way.
 
+Example::
+
+    from llmcourse.gpt import load_pretrained
+    from llmcourse.generation import generate, token_logprobs
+
+    model, tok, _ = load_pretrained()
+    g = generate(model, ["ROMEO:\n", "First Citizen:\nWe"], 64, temperature=0.8, top_p=0.95,
+                 generator=torch.Generator().manual_seed(0), tokenizer=tok, stop="\n\n")
+    g.texts(tok)          # two responses, each cut after its first blank line
+    g.logprobs            # (2, N) log-probabilities of the sampled tokens, 0 after a row's end
+    lp = token_logprobs(model, g.sequences, g.attention_mask, 0.8, top_p=0.95)
+    lp[g.response_mask[:, 1:]]     # = g.logprobs[g.token_mask], recomputed in one forward pass
+
 ``GPT.generate(idx, max_new_tokens, temperature, top_k, generator)``, the older method,
 calls :func:`generate` when it fits the context window. Checked by
 ``tests/test_generation.py``; timed by ``benchmarks/generate.py``.
@@ -47,6 +60,11 @@ class Generation:
     lengths: torch.Tensor         #: (B,) long: new tokens per row, its end token or stop string included
     ended: torch.Tensor           #: (B,) bool: the row ended on an end token or stop string (else: out of steps)
     prompt_lengths: torch.Tensor  #: (B,) long: real tokens of each prompt
+
+    @property
+    def token_mask(self) -> torch.Tensor:
+        """(B, N) bool: True at the new tokens that count (``response_mask`` over ``tokens``' columns)."""
+        return self.response_mask[:, -self.tokens.size(1):]
 
     def texts(self, tokenizer) -> list[str]:
         """Each row's response decoded (end token or stop string included, padding not)."""

@@ -246,6 +246,7 @@ def test_end_token_pads_the_rest(model):
         P = g.prompt_lengths.max()
         assert g.response_mask[i, P:P + n].all() and not g.response_mask[i, P + n:].any()
         assert not g.attention_mask[i, P + n:].any()
+        assert g.token_mask[i, :n].all() and not g.token_mask[i, n:].any()
     # the loop stops when every row has ended: an end token that every row says at once
     first = generate(model, prompts, 20, temperature=0, eos_id=free.tokens[:, 0].tolist())
     assert first.tokens.shape == (4, 1) and first.ended.all() and first.lengths.tolist() == [1] * 4
@@ -256,6 +257,8 @@ def test_end_token_pads_the_rest(model):
         assert (s.tokens[i, :n - 1] > 2).all() and (s.tokens[i, n:] == 0).all()
         assert (s.logprobs[i, :n] < 0).all() and (s.logprobs[i, n:] == 0).all()
     assert s.ended.any() and s.lengths.max() > 1
+    lp = token_logprobs(model, s.sequences, s.attention_mask)         # recomputed from the padded batch
+    torch.testing.assert_close(lp[s.response_mask[:, 1:]], s.logprobs[s.token_mask], atol=1e-5, rtol=1e-5)
 
 
 def test_stop_strings(model):
