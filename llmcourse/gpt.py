@@ -233,20 +233,25 @@ class GPT(nn.Module):
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Sample ``max_new_tokens`` tokens after ``idx`` (B, T): (B, T + max_new_tokens); temperature 0 is greedy.
 
-        Within the context window this is :func:`llmcourse.generation.generate` (KV cache);
-        past it, the window slides: each new token is predicted from the last
-        ``block_size`` tokens, recomputed without a cache. For prompts of different
+        Runs in eval mode (no dropout) and leaves the model in the mode it was in.
+        Until the context window is full this is :func:`llmcourse.generation.generate`
+        (with a KV cache); past it, the window slides: each further token is predicted from
+        the last ``block_size`` tokens, recomputed without a cache. For prompts of different
         lengths, nucleus sampling, end tokens and log-probabilities, use that function.
         """
         from .generation import generate, sample_next
 
-        if idx.size(1) + max_new_tokens <= self.config.block_size:
-            return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                            generator=generator).sequences
-        for _ in range(max_new_tokens):                             # sliding window
+        fit = min(max_new_tokens, self.config.block_size - idx.size(1))
+        if fit > 0:
+            idx = generate(self, idx, fit, temperature=temperature, top_k=top_k,
+                           generator=generator).sequences
+        was_training = self.training
+        self.eval()                                                 # no dropout while sampling
+        for _ in range(max_new_tokens - max(fit, 0)):              # sliding window
             logits, _ = self(idx[:, -self.config.block_size:])
             nxt, _ = sample_next(logits[:, -1, :], temperature, top_k, None, generator)
             idx = torch.cat([idx, nxt[:, None]], dim=1)
+        self.train(was_training)
         return idx
 
     def checkpoint(self) -> dict:

@@ -307,8 +307,15 @@ def test_generate_restores_training_mode_and_old_method_slides():
     for _ in range(20):
         ref = torch.cat([ref, model(ref[:, -16:])[0][:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, ref)
-    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(model.generate(idx, 5, top_k=3, generator=g1), model.generate(idx, 5, top_k=3, generator=g2))
+    model.train()
+    out = model.generate(idx, 20, top_k=3, generator=torch.Generator().manual_seed(5))
+    assert model.training
+    g, ref = torch.Generator().manual_seed(5), idx                # the same draws, one token at a time
+    model.eval()
+    for _ in range(20):
+        nxt, _ = sample_next(model(ref[:, -16:])[0][:, -1], 1.0, 3, None, g)
+        ref = torch.cat([ref, nxt[:, None]], 1)
+    assert torch.equal(out, ref)
 
 
 def test_benchmark_quick_mode():
