@@ -10,6 +10,8 @@ output layer tied to the token embedding.
 Reading order follows karpathy/nanoGPT's ``model.py``: attention, MLP, block, config,
 model. Checked by ``tests/test_gpt.py``: shapes, the two attention paths agreeing,
 no information flowing from future tokens (a gradient check), a tiny batch overfitting.
+The forward pass also takes left-padded batches (an attention mask) and a KV cache, which
+:mod:`llmcourse.generation` uses to sample; ``tests/test_generation.py`` checks them.
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def attention_bias(attention_mask: torch.Tensor, T: int) -> torch.Tensor:
+def padded_causal_mask(attention_mask: torch.Tensor, T: int) -> torch.Tensor:
     """Boolean (B, 1, T, S) attention mask for the last T of S positions: causal, padding masked.
 
     Query i (at position S-T+i) may attend key j when j <= S-T+i and key j is a real token.
@@ -214,9 +216,9 @@ class GPT(nn.Module):
                                  f"(block_size={self.config.block_size})")
         mask = None
         if attention_mask is not None:
-            mask = attention_bias(attention_mask, T)
+            mask = padded_causal_mask(attention_mask, T)
         elif start > 0 and T > 1:
-            mask = attention_bias(torch.ones(1, start + T, dtype=torch.bool, device=idx.device), T)
+            mask = padded_causal_mask(torch.ones(1, start + T, dtype=torch.bool, device=idx.device), T)
         x = self.drop(self.wte(idx) + self.wpe(position_ids))     # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, mask, None if cache is None else (cache.k[i], cache.v[i], start))
