@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -179,7 +180,9 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 1.0, top_
             raise ValueError("a stop string must not be empty")
     eos = None
     if eos_id is not None:
-        eos = torch.tensor([eos_id] if isinstance(eos_id, int) else list(eos_id), dtype=torch.long)
+        eos = torch.as_tensor(eos_id if isinstance(eos_id, torch.Tensor) else
+                              [int(e) for e in ([eos_id] if np.ndim(eos_id) == 0 else eos_id)],
+                              dtype=torch.long).reshape(-1)
 
     device = model.wte.weight.device
     N, L = max_new_tokens, P + max_new_tokens
