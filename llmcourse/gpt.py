@@ -10,6 +10,8 @@ output layer tied to the token embedding.
 Reading order follows karpathy/nanoGPT's ``model.py``: attention, MLP, block, config,
 model. Checked by ``tests/test_gpt.py``: shapes, the two attention paths agreeing,
 no information flowing from future tokens (a gradient check), a tiny batch overfitting.
+The forward pass also takes left-padded batches (an attention mask) and a KV cache, which
+:mod:`llmcourse.generation` uses to sample; ``tests/test_generation.py`` checks them.
 """
 from __future__ import annotations
 
@@ -43,15 +45,33 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
         self.register_buffer("mask", causal_mask(block_size), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, kv=None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C).
+
+        ``mask``: ``None`` for plain causal attention, else a boolean mask broadcastable to
+        (B, n_head, T, S), ``True`` where a query may attend a key. ``kv``: this layer's
+        slice of a :class:`KVCache`, ``(keys, values, start)``: the new keys and values are
+        written at positions ``start .. start+T-1`` and the queries attend to all ``start+T``.
+        """
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))   # (B, nh, T, hs)
+        causal = mask is None
+        if kv is not None:
+            keys, values, start = kv
+            keys[:, :, start:start + T] = k
+            values[:, :, start:start + T] = v
+            k, v = keys[:, :, :start + T], values[:, :, :start + T]   # (B, nh, S, hs)
+            if start > 0 and causal:             # one new query sees every cached key
+                assert T == 1, "a multi-token step after the first needs an explicit mask"
+                causal = False
         if self.fused:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                dropout_p=self.dropout if self.training else 0.0)
         else:
-            y, _ = scaled_dot_product_attention(q, k, v, self.mask[:T, :T], self.attn_dropout)
+            if causal:
+                mask = self.mask[:T, :T]
+            y, _ = scaled_dot_product_attention(q, k, v, mask, self.attn_dropout)
         return self.resid_dropout(self.c_proj(merge_heads(y)))      # (B, T, C)
 
 
@@ -79,9 +99,46 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg.n_embd, cfg.dropout, cfg.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, kv=None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask, kv)
         return x + self.mlp(self.ln_2(x))
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S) mask of real tokens -> (B, S) positions counted from each row's first real token.
+
+    Left padding gets position 0 (it is masked out anyway): ``[0, 0, 1, 1, 1] -> [0, 0, 0, 1, 2]``.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def padded_causal_mask(attention_mask: torch.Tensor, T: int) -> torch.Tensor:
+    """Boolean (B, 1, T, S) attention mask for the last T of S positions: causal, padding masked.
+
+    Query i (at position S-T+i) may attend key j when j <= S-T+i and key j is a real token.
+    Each query may always attend itself, so that rows of padding stay finite (no real
+    token attends to padding, so what padding computes never reaches one).
+    """
+    S = attention_mask.size(-1)
+    key = torch.arange(S, device=attention_mask.device)
+    query = key[S - T:, None]
+    allowed = (key <= query) & attention_mask[:, None, None, :].bool()
+    return allowed | (key == query)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences, for up to ``max_len`` positions.
+
+    Filled by :meth:`GPT.forward` (``cache=``): ``length`` positions are in it.
+    Preallocated once, so a generation step copies one position per layer, not the prefix.
+    """
+
+    def __init__(self, model: "GPT", batch_size: int, max_len: int):
+        cfg, p = model.config, model.wte.weight
+        shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, cfg.n_embd // cfg.n_head)
+        self.k = torch.empty(shape, dtype=p.dtype, device=p.device)   # only [:length] is ever read
+        self.v = torch.empty(shape, dtype=p.dtype, device=p.device)
+        self.length = 0
 
 
 @dataclass
@@ -130,15 +187,43 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                cache: "KVCache | None" = None):
+        """idx (B, T) token ids -> (logits (B, T, vocab), loss or None).
+
+        The plain call ``model(idx, targets)`` is causal attention over positions 0..T-1.
+        For batches of left-padded sequences (as :func:`llmcourse.generation.generate`
+        returns them) pass ``attention_mask`` (B, S), true at real tokens, over every
+        position so far (S = T, or the cache's length + T): padding is never attended to,
+        and positions count from each row's first real token (``position_ids`` (B, T)
+        overrides them). ``cache``, a :class:`KVCache`, keeps the keys and values of
+        earlier calls: ``idx`` is then only the new tokens, and the cache grows by T.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))              # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        start = 0 if cache is None else cache.length
+        if position_ids is None:
+            if attention_mask is None:
+                if start + T > self.config.block_size:
+                    raise ValueError(f"sequence of {start + T} tokens is longer than "
+                                     f"block_size={self.config.block_size}")
+                position_ids = torch.arange(start, start + T, device=idx.device)
+            else:
+                position_ids = positions_from_mask(attention_mask)[:, start:start + T]
+        if attention_mask is not None or position_ids.dim() > 1:
+            if int(position_ids.max()) >= self.config.block_size:
+                raise ValueError(f"position {int(position_ids.max())} is past the context window "
+                                 f"(block_size={self.config.block_size})")
+        mask = None
+        if attention_mask is not None:
+            mask = padded_causal_mask(attention_mask, T)
+        elif start > 0 and T > 1:
+            mask = padded_causal_mask(torch.ones(1, start + T, dtype=torch.bool, device=idx.device), T)
+        x = self.drop(self.wte(idx) + self.wpe(position_ids))     # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, None if cache is None else (cache.k[i], cache.v[i], start))
+        if cache is not None:
+            cache.length = start + T
         logits = self.lm_head(self.ln_f(x))                        # (B, T, vocab)
         loss = None
         if targets is not None:
@@ -148,19 +233,27 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T); temperature 0 is greedy."""
-        for _ in range(max_new_tokens):
+        """Sample ``max_new_tokens`` tokens after ``idx`` (B, T): (B, T + max_new_tokens); temperature 0 is greedy.
+
+        Runs in eval mode (no dropout) and leaves the model in the mode it was in.
+        Until the context window is full this is :func:`llmcourse.generation.generate`
+        (with a KV cache); past it, the window slides: each further token is predicted from
+        the last ``block_size`` tokens, recomputed without a cache. For prompts of different
+        lengths, nucleus sampling, end tokens and log-probabilities, use that function.
+        """
+        from .generation import generate, sample_next
+
+        fit = min(max_new_tokens, self.config.block_size - idx.size(1))
+        if fit > 0:
+            idx = generate(self, idx, fit, temperature=temperature, top_k=top_k,
+                           generator=generator).sequences
+        was_training = self.training
+        self.eval()                                                 # no dropout while sampling
+        for _ in range(max_new_tokens - max(fit, 0)):              # sliding window
             logits, _ = self(idx[:, -self.config.block_size:])
-            logits = logits[:, -1, :]
-            if temperature == 0:
-                nxt = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
-            idx = torch.cat([idx, nxt], dim=1)
+            nxt, _ = sample_next(logits[:, -1, :], temperature, top_k, None, generator)
+            idx = torch.cat([idx, nxt[:, None]], dim=1)
+        self.train(was_training)
         return idx
 
     def checkpoint(self) -> dict:

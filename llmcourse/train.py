@@ -66,25 +66,41 @@ class History:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW that decays 2-D weights (matrices, embeddings) and not biases or norm gains."""
+    """AdamW that decays 2-D weights (matrices, embeddings) and not biases or norm gains.
+
+    PyTorch's fused AdamW (one kernel for every tensor of a group, instead of a dozen
+    small operations per tensor from Python) where the parameters allow it: floating
+    point, on the CPU or a GPU. Same algorithm; about 4x faster a step for the course's GPT.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused or None)
 
 
 @torch.no_grad()
-def estimate_loss(model: nn.Module, ids: torch.Tensor, cfg: TrainConfig, seed: int = 0) -> float:
-    """Mean loss over ``cfg.eval_iters`` fixed random batches of ``ids`` (same batches every call)."""
+def estimate_loss(model: nn.Module, ids: torch.Tensor, cfg: TrainConfig, seed: int = 0,
+                  max_tokens: int = 16384) -> float:
+    """Mean loss over ``cfg.eval_iters`` fixed random batches of ``ids`` (same batches every call).
+
+    The batches are drawn one after another as before, then run several at a time (up to
+    ``max_tokens`` tokens a forward pass): fewer, larger matrix products, the same mean.
+    """
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
-    losses = [model(*get_batch(ids, cfg.batch_size, cfg.block_size, gen))[1].item()
-              for _ in range(cfg.eval_iters)]
+    batches = [get_batch(ids, cfg.batch_size, cfg.block_size, gen) for _ in range(cfg.eval_iters)]
+    per_pass = max(1, max_tokens // (cfg.batch_size * cfg.block_size))
+    total = 0.0
+    for i in range(0, len(batches), per_pass):
+        chunk = batches[i:i + per_pass]
+        x, y = torch.cat([b[0] for b in chunk]), torch.cat([b[1] for b in chunk])
+        total += model(x, y)[1].item() * len(chunk)                 # equal batches: mean of means
     model.train(was_training)
-    return float(np.mean(losses))
+    return total / len(batches)
 
 
 def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | None,
@@ -94,6 +110,7 @@ def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | 
 
     gen = set_seed(cfg.seed)
     opt = make_optimizer(model, cfg)
+    params = [p for group in opt.param_groups for p in group["params"]]
     hist = History()
     model.train()
     start = time.perf_counter()
@@ -107,7 +124,7 @@ def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         opt.step()
         hist.steps.append(step)
         hist.train_loss.append(loss.item())

@@ -1,6 +1,7 @@
 """llmcourse.train: the learning-rate schedule's shape, seeding, and a deterministic loop."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,7 +37,9 @@ def test_set_seed_makes_draws_repeat():
 
 def test_optimizer_decays_matrices_only():
     model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=8))
-    decay, no_decay = make_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    assert opt.defaults["fused"]                                    # PyTorch's fused kernel on the CPU
+    decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
@@ -63,6 +66,54 @@ def test_train_lm_is_deterministic_and_learns():
     # estimate_loss uses the same batches every call and restores the mode
     model.train()
     assert estimate_loss(model, ids, cfg) == estimate_loss(model, ids, cfg) and model.training
+
+
+def test_train_lm_matches_a_plain_loop():
+    """train_lm = nanoGPT's loop written plainly: PyTorch's reference AdamW (no fused kernel),
+    the warm-up/cosine schedule, global-norm clipping (small, so it acts), the same batches."""
+    import copy
+
+    from llmcourse.data import get_batch
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    ref = copy.deepcopy(model).train()
+    ids = torch.arange(300) % 7
+    cfg = TrainConfig(max_iters=12, batch_size=4, block_size=8, lr=3e-3, min_lr=3e-4, warmup_iters=3,
+                      grad_clip=0.05, weight_decay=0.5, seed=4)
+    hist = train_lm(model, ids, None, cfg, progress=False)
+    decay = [p for p in ref.parameters() if p.dim() >= 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.5},
+                             {"params": [p for p in ref.parameters() if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=cfg.betas, foreach=False, fused=False)
+    gen = set_seed(cfg.seed)
+    losses, norms = [], []
+    for step in range(cfg.max_iters):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        _, loss = ref(*get_batch(ids, cfg.batch_size, cfg.block_size, gen))
+        opt.zero_grad()
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.grad_clip)))
+        opt.step()
+        losses.append(loss.item())
+    assert min(norms) > 2 * cfg.grad_clip                          # the clip acted at every step
+    np.testing.assert_allclose(hist.train_loss, losses, rtol=1e-5)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_estimate_loss_is_the_mean_over_its_batches():
+    """Batches run several at a time give the mean of the one-batch-at-a-time losses."""
+    from llmcourse.data import get_batch
+
+    model, _, cfg, ids = _run(seed=1)
+    cfg.eval_iters = 7
+    gen = torch.Generator().manual_seed(0)
+    ref = [model(*get_batch(ids, cfg.batch_size, cfg.block_size, gen))[1].item() for _ in range(7)]
+    for max_tokens in (1, 64, 100, 10_000):                     # one, two, three and seven batches a pass
+        assert estimate_loss(model, ids, cfg, max_tokens=max_tokens) == pytest.approx(sum(ref) / 7, rel=1e-6)
+    assert estimate_loss(model, ids, cfg, seed=1) != pytest.approx(sum(ref) / 7, rel=1e-6)
 
 
 def _run_script(*argv):
