@@ -7,7 +7,6 @@ browser test is ``test_browser.py``).
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import sys

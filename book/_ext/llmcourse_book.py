@@ -21,7 +21,7 @@ tree, so ``make book`` and a ``--path-output`` build behave the same):
    with its chapter, parts, points and download).
 4. ``llmcourse-exercises.zip``: the released exercises, at the site's root.
 
-The functions without Sphinx in their signature are plain Python, shared with ``tests/``.
+The functions above the Sphinx part are plain Python, shared with ``tests/test_site.py``.
 """
 from __future__ import annotations
 
@@ -382,15 +382,11 @@ def launch_urls(repo_url: str, branch: str, path: str, binderhub: str, colab: st
 
 # --------------------------------------------------------------------------- Sphinx side
 
-try:
-    from docutils import nodes
-    from docutils.parsers.rst import directives
-    from sphinx import addnodes
-    from sphinx.domains.std import make_glossary_term
-    from sphinx.util import logging
-    from sphinx.util.docutils import SphinxDirective
-except ImportError:          # the plain helpers above work without Sphinx
-    SphinxDirective = object  # type: ignore[assignment,misc]
+from docutils import nodes  # noqa: E402
+from sphinx import addnodes  # noqa: E402
+from sphinx.domains.std import make_glossary_term  # noqa: E402
+from sphinx.util import logging  # noqa: E402
+from sphinx.util.docutils import SphinxDirective  # noqa: E402
 
 LANG_LABEL = {"ja": "日本語", "zh": "中文", "ja+zh": "日本語・中文"}
 LANG_TAG = {"ja": "ja", "zh": "zh-TW", "ja+zh": "ja"}   # docutils knows zh-TW (Traditional)
@@ -403,12 +399,11 @@ def _generated(env) -> set:
 
 
 class _Generated(SphinxDirective):
-    """A directive whose output depends on files outside its page: the page is re-read every build."""
+    """A directive whose output depends on files outside its page (the table of contents, the
+    package, the exercises): its page is re-read at every build (``_outdated``), which is cheap."""
 
-    def note(self, *paths: Path):
+    def note(self):
         _generated(self.env).add(self.env.docname)
-        for p in paths:
-            self.env.note_dependency(str(p))
 
     @property
     def root(self) -> Path:
@@ -433,7 +428,7 @@ class CourseGlossary(_Generated):
 
     def run(self):
         rel, path = self.env.relfn2path(self.arguments[0], self.env.docname)
-        self.note(Path(path))
+        self.note()
         data = load_yaml(Path(path))
         chapters = chapter_docs(self.env.found_docs)
         gloss = addnodes.glossary()
@@ -466,9 +461,7 @@ class PaperMap(_Generated):
     def run(self):
         rel, path = self.env.relfn2path(self.arguments[0], self.env.docname)
         parts, rows = build_map(self.root, Path(path), self.env.found_docs)
-        self.note(Path(path), self.root / "book" / "references.bib", *sorted((self.root / "llmcourse").rglob("*.py")),
-                  *sorted((self.root / "exercises").glob("*/*.ipynb")),
-                  *[self.root / f"{r.docname}.md" for r in rows if r.docname])
+        self.note()
         exercises_doc = next((d for d in self.env.found_docs if d.endswith("/exercises") and d.startswith("book/")), None)
         lines = []
         for part in parts:
@@ -503,7 +496,7 @@ class ExerciseList(_Generated):
         bib = read_bib(root / "book" / "references.bib")
         chapters = chapter_docs(self.env.found_docs)
         assignments = scan_assignments(root / "exercises")
-        self.note(*[a.notebook for a in assignments], root / "book" / "references.bib")
+        self.note()
         lines = []
         for a in assignments:
             chs = [p["chapter"] for p in spec["papers"] if cites(a.intro, paper_markers(bib, p["keys"]))]
