@@ -92,6 +92,16 @@ class _Ids(HTMLParser):
                 self.ids.add(v)
 
 
+def _source_has_math(html: Path, rel: str) -> bool:
+    """Whether the page's MyST source (the copy in ``_sources/``) has math outside code."""
+    src = html / "_sources" / (rel[:-5] + ".md")
+    if not src.is_file():
+        return False
+    text = re.sub(r"^(```|~~~|:::).*?^\1", "", src.read_text(encoding="utf-8"), flags=re.S | re.M)
+    text = re.sub(r"`[^`\n]*`", "", text)
+    return bool(re.search(r"\$\$|\$[^$\s][^$\n]*\$|\\begin\{|\{math\}", text))
+
+
 def _browser():
     if not Path(CHROMIUM).exists():
         return None, f"no Chromium at {CHROMIUM}. {INSTALL}"
@@ -149,6 +159,8 @@ def check_site(html: Path, screenshots: Path | None = None, queries=("attention"
             report = page.evaluate(PAGE_REPORT)
             bad = list(events)
             bad += [f"tried the network: {u}" for u in network]
+            if not report["math"] and _source_has_math(html, rel):
+                bad.append("its source has math but the page has no math element")
             if report["math"]:
                 stats["math"] += report["math"]
                 if not report["mathjax"]:
