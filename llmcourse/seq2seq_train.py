@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .tasks import BOS, EOS, PAD, Seq2SeqData
-from .train import set_seed
+from .train import progress_bar, set_seed
 from .transformer import label_smoothed_cross_entropy, noam_lr
 
 
@@ -108,7 +107,7 @@ def train_seq2seq(model: nn.Module, train: Seq2SeqData, val: Seq2SeqData | None,
     hist = Seq2SeqHistory()
     step = 0
     n_batches = -(-len(train) // cfg.batch_size)
-    bar = tqdm(total=cfg.epochs * n_batches, desc="training", disable=not progress, mininterval=1.0)
+    bar = progress_bar(total=cfg.epochs * n_batches, progress=progress, desc="training", mininterval=1.0)
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         start, cpu_start = time.perf_counter(), time.process_time()

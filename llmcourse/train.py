@@ -18,6 +18,17 @@ from tqdm.auto import tqdm
 from .data import get_batch
 
 
+def progress_bar(iterable=None, progress: bool = True, **kwargs):
+    """A ``tqdm.auto`` bar, or none when ``progress`` is False.
+
+    ``progress=True`` leaves tqdm's own defaults alone, so ``TQDM_DISABLE=1`` (set by the
+    book build) still turns the bar off; passing ``disable=not progress`` would override it.
+    """
+    if not progress:
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
+
+
 def set_seed(seed: int) -> torch.Generator:
     """Seed Python, NumPy and PyTorch; return a ``torch.Generator`` seeded the same way."""
     random.seed(seed)
@@ -114,7 +125,7 @@ def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | 
     hist = History()
     model.train()
     start = time.perf_counter()
-    bar = tqdm(range(cfg.max_iters), desc="training", disable=not progress, mininterval=1.0)
+    bar = progress_bar(range(cfg.max_iters), progress, desc="training", mininterval=1.0)
     for step in bar:
         lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
         for group in opt.param_groups:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from ..train import set_seed
+from ..train import progress_bar, set_seed
 from .core import categorical_entropy, discounted_returns, value_loss
 from .rollout import ActorCritic, Collector, RLHistory, make_envs, maybe_evaluate
 
@@ -68,7 +67,7 @@ def train_a2c(cfg: A2CConfig, progress: bool = True) -> RLHistory:
     collector = Collector(envs, model, cfg.seed)
     hist, t0 = RLHistory(model=model), time.perf_counter()
     n_updates = cfg.total_steps // (cfg.num_envs * cfg.num_steps)
-    for it in tqdm(range(n_updates), desc="A2C", disable=not progress):
+    for it in progress_bar(range(n_updates), progress, desc="A2C"):
         ro = collector.collect(cfg.num_steps)
         returns = discounted_returns(ro.rewards, ro.next_values, ro.terminated,
                                      ro.truncated, cfg.gamma)            # n-step returns

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
-from ..train import set_seed
+from ..train import progress_bar, set_seed
 from .core import (categorical_entropy, compute_gae, normalize_advantages,
                    ppo_clip_loss, value_loss)
 from .rollout import ActorCritic, Collector, RLHistory, make_envs, maybe_evaluate
@@ -91,7 +90,7 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> RLHistory:
     hist, t0 = RLHistory(model=model), time.perf_counter()
     n_updates = cfg.total_steps // (cfg.num_envs * cfg.num_steps)
     n_anneal = (cfg.anneal_steps or cfg.total_steps) // (cfg.num_envs * cfg.num_steps)
-    for it in tqdm(range(n_updates), desc="PPO", disable=not progress):
+    for it in progress_bar(range(n_updates), progress, desc="PPO"):
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = cfg.lr * max(0.0, 1 - it / n_anneal)
         ro = collector.collect(cfg.num_steps)
