@@ -145,7 +145,7 @@ SETTING_WORDS = {
     "rates", "of",  # "warm-up of 50 steps", "a budget of 90 s" : only together with another setting word
     "d_model", "d_k", "d_v", "d_ff", "ν", "nu", "k", "n", "top", "bins", "bin", "bottleneck", "norm",
     "first", "last", "next", "every", "each", "per", "threshold", "target", "capacity", "stride",
-    "hidden", "embedding", "channels", "vocab",
+    "hidden", "embedding", "channels", "vocab", "scale", "range",
 }
 SETTING_UNITS = {
     "epoch", "epochs", "step", "steps", "layer", "layers", "head", "heads", "seed", "seeds", "sentence",
@@ -318,7 +318,7 @@ def _words_before(text: str, start: int, n: int = 3) -> list[str]:
     """The last ``n`` words before ``start``, lower case, skipping numbers joined to this one
     ("ranks 1, 4 and 16": the word before 16 is "ranks")."""
     before = text[:start]
-    joined = re.compile(r"(?:" + _NUM + r"(?:\([a-z, ]+\))?\s*(?:,|and|or|to|-|–|—|\.\.|…|&|/)\s*)+$")
+    joined = re.compile(r"(?:" + _NUM + r"(?:\([a-z, ]+\))?\s*(?:,|and|or|to|of|-|–|—|\.\.|…|&|/)\s*)+$")
     before = joined.sub("", before)
     before = re.sub(r"[\s(\[:=]+$", " ", before)
     return [w.lower().strip(".,'’") for w in re.findall(r"[^\s(\[]+", before)[-n:]]
@@ -330,7 +330,9 @@ def _words_after(text: str, end: int, n: int = 2) -> list[str]:
     after = text[end:]
     joined = re.compile(r"^(?:\s*(?:,|and|or|to|-|–|—|\.\.|…|x|×|by|/)\s*" + _NUM + r")+")
     after = joined.sub("", after)
-    m = re.match(r"^-?((?:\s*[^\s,.;:()\]]+){1,%d})" % n, after)
+    # "4,000 training and 500 validation sentences": the unit comes after the last number
+    after = re.sub(r"^(?:\s+[A-Za-z-]+\s+(?:and|or)\s+" + _NUM + r")+", "", after)
+    m = re.match(r"^-?((?:\s*[^\s,.;:()\]⟨]+){1,%d})" % n, after)
     return [w.lower().strip("'’") for w in m.group(1).split()] if m else []
 
 
@@ -656,7 +658,8 @@ MUST_PASS = [
     "the paper reports a 25% speed-up on GPT-3",
     "matches full fine-tuning with 10,000 times fewer trainable parameters (paper, Table 4)",
     "the paper's RNNencdec has 1000 hidden units",
-    "ranks 1, 4 and 16 on layer 6 of the 6 layers",
+    "ranks 1, 4 and 16 on layer 6 of the 6 layers, in layer 5 of 6",
+    "4,000 training and 500 validation sentences; at length 64 ⟨role⟩ times",
     "gymnasium ≥ 1.1 and Python 3.11",
     "a 6-layer model with 4 heads, 2 encoder and 2 decoder layers",
     "the first half of the text",
