@@ -317,7 +317,7 @@ def prose(text: str, first_line: int = 1):
 def _words_before(text: str, start: int, n: int = 3) -> list[str]:
     """The last ``n`` words before ``start``, lower case, skipping numbers joined to this one
     ("ranks 1, 4 and 16": the word before 16 is "ranks")."""
-    before = text[:start]
+    before = text[max(0, start - 200):start]
     joined = re.compile(r"(?:" + _NUM + r"(?:\([a-z, ]+\))?\s*(?:,|and|or|to|of|-|–|—|\.\.|…|&|/)\s*)+$")
     before = joined.sub("", before)
     before = re.sub(r"[\s(\[:=]+$", " ", before)
@@ -372,7 +372,7 @@ def classify(text: str, m: re.Match) -> tuple[str, str]:
     """("ok", exemption) or ("flag", reason) for the number matched by ``m``."""
     s, e = m.span()
     num = m.group()
-    before, after = text[:s], text[e:]
+    before, after = text[max(0, s - 200):s], text[e:e + 200]
     lead = _words_before(text, s)
     prev = lead[-1] if lead else ""
     prev2 = " ".join(lead[-2:])
@@ -486,6 +486,26 @@ def code_cells(text: str):
             yield tok.map[0] + 1, options, source
 
 
+def _figure_in_loop(src: str) -> bool:
+    """Whether a figure is created inside a ``for`` or ``while`` body (so the cell draws several)."""
+    lines = src.splitlines()
+    for i, line in enumerate(lines):
+        if not FIG_RE.search(line):
+            continue
+        indent = len(line) - len(line.lstrip())
+        for above in reversed(lines[:i]):
+            if not above.strip():
+                continue
+            a_indent = len(above) - len(above.lstrip())
+            if a_indent < indent:
+                if re.match(r"\s*(?:for|while)\b", above):
+                    return True
+                indent = a_indent
+            if indent == 0:
+                break
+    return False
+
+
 def figure_problems(path: Path) -> list[str]:
     """Figures without caption or alt text, multi-panel figures, too wide figures (source level)."""
     text = path.read_text(encoding="utf-8")
@@ -502,7 +522,7 @@ def figure_problems(path: Path) -> list[str]:
         if caption or alt:
             if not (caption and alt):
                 problems.append(f"{rel}:{line}: a figure cell needs both mystnb.figure.caption and mystnb.image.alt")
-            if n_figs > 1 or re.search(r"^\s*(?:for|while)\b.*\n(?:\s+.*\n)*?\s+.*" + FIG_RE.pattern, src, re.M):
+            if n_figs > 1 or _figure_in_loop(src):
                 problems.append(f"{rel}:{line}: a cell with caption metadata draws one figure; glue several")
         elif not glued:
             problems.append(f"{rel}:{line}: a figure without caption and alt text: give the cell mystnb "
@@ -675,6 +695,11 @@ def test_lint_flags_typed_results(sentence):
 @pytest.mark.parametrize("sentence", MUST_PASS)
 def test_lint_passes_settings_references_and_paper_numbers(sentence):
     assert not lint_text(sentence), f"flagged: {lint_text(sentence)}"
+
+
+def test_figure_in_loop_is_detected():
+    assert _figure_in_loop("for a in b:\n    x = 1\n    fig, ax = plt.subplots()\n")
+    assert not _figure_in_loop("for a in b:\n    x = 1\nfig, ax = plt.subplots()\n")
 
 
 def test_prose_skips_code_math_roles_and_reads_captions():
