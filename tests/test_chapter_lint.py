@@ -20,11 +20,14 @@ key also fails the (strict) build, so a sentence cannot outlive its number.
 leads", "warm-up rescues it") is chosen by the data (``glue("verdict", "leads" if a > b
 else "trails")`` and ``{glue:text}`verdict```) or worded so it holds for every seed.
 
-**The paper's numbers** stay as text and say they are the paper's: a marker within a few
-words of the number, in the same clause: "the paper", "the paper's", "their Fig. 2",
-"(paper, Table 2)", "Xiong et al.", a ``{cite}`` role, or a typed figure, table or section
-reference of the paper ("(Table 4, section 4.2)"). Keep our numbers out of that clause
-(a semicolon is enough).
+**The paper's numbers** stay as text and say they are the paper's. The marker is "the
+paper", "the paper's", "their Fig. 2" (or Table, Sec., equation, claim), "the authors",
+"Xiong et al.", a ``{cite}`` role, or a typed figure, table or section reference of the
+paper; it stands either earlier in the same clause, at most a short phrase before the
+number and with none of our words in between ("the paper reports a 25% speed-up"; not
+"unlike the paper's Fig. 2, ours is 0.5"), or in a parenthesis that opens right after it
+("10,000 times fewer parameters (paper, Table 4)"). Keep our numbers out of that clause (a
+semicolon is enough).
 
 **Settings** may be typed: whole numbers that name a unit of the setup ("8 epochs",
 "3 to 30 words", "a 42-word vocabulary", "three seeds") or follow a setting's name
