@@ -115,8 +115,9 @@ def delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta,
     replaces that old value by a mix of old and new, β_t v_t + (1-β_t) v̄_t:
         W_t = W_{t-1} + β_t (v_t - W_{t-1} phi(k_t)) ⊗ phi(k_t).
     With a unit-norm phi(k_t) and β_t = 1 the memory returns exactly v_t at that key.
-    The paper also normalises phi(k), phi(q) by their sum; here that is left to
-    the caller, so the rule stays one line.
+    The paper also normalises phi(k) and phi(q), each by the sum of its entries; here that
+    is left to the caller (``FastWeightLayer`` does it, ``FastWeightConfig.delta_norm``),
+    so the rule stays one line.
 
     q, k: (B, T, d_k); v: (B, T, d_v); beta: a float or (B, T) in [0, 1];
     W0: optional starting fast weights (B, d_v, d_phi).
@@ -150,6 +151,11 @@ class FastWeightConfig:
     update: str = "sum"      # "sum" (1991 / linear attention) or "delta" (Schlag et al. 2021)
     feature_map: str = "identity"   # "identity", "elu+1" or "dpfp"
     normalize: bool = False  # divide by z_t·phi(q_t) (sum rule only, needs a positive phi)
+    # delta rule only: how phi(k) and phi(q) are normalised before the write and the read.
+    # "sum": each divided by the sum of its entries, as the paper does (needs a positive phi);
+    # "l2": each scaled to unit Euclidean length, so a β = 1 write is exactly recalled
+    # (the chapter's recall experiments use unit keys; a departure from the paper).
+    delta_norm: str = "sum"
 
 
 FEATURE_MAPS: dict[str, FeatureMap] = {"identity": identity, "elu+1": elu_plus_one, "dpfp": dpfp}
@@ -168,6 +174,11 @@ class FastWeightLayer(nn.Module):
             raise ValueError(f"update must be 'sum' or 'delta', not {cfg.update!r}")
         if cfg.normalize and cfg.update == "delta":
             raise ValueError("normalize applies to the sum rule; the delta rule keeps W bounded itself")
+        if cfg.delta_norm not in ("sum", "l2"):
+            raise ValueError(f"delta_norm must be 'sum' or 'l2', not {cfg.delta_norm!r}")
+        if cfg.update == "delta" and cfg.delta_norm == "sum" and cfg.feature_map == "identity":
+            raise ValueError("delta_norm='sum' divides by the sum of phi's entries, which needs a positive "
+                             "feature map ('elu+1' or 'dpfp'); use delta_norm='l2' with 'identity'")
         self.cfg = cfg
         self.phi = FEATURE_MAPS[cfg.feature_map]
         self.w_q = nn.Linear(cfg.d_model, cfg.d_key, bias=False)
@@ -182,10 +193,13 @@ class FastWeightLayer(nn.Module):
         if self.cfg.update == "sum":
             y, _ = fast_weight_programmer(q, k, v, self.phi, self.cfg.normalize)
         else:
-            # keys scaled to unit length, so a β=1 write is exact and β in (0, 1) is stable
-            # (the paper divides phi(k) by the sum of its entries instead)
-            k = self.phi(k)
-            k = k / (k.norm(dim=-1, keepdim=True) + 1e-6)
+            fk, fq = self.phi(k), self.phi(q)                 # (B, T, d_phi)
+            if self.cfg.delta_norm == "sum":                  # the paper: phi / sum of its entries
+                fk = fk / (fk.sum(-1, keepdim=True) + 1e-6)
+                fq = fq / (fq.sum(-1, keepdim=True) + 1e-6)
+            else:                                             # unit length: a β=1 write is exact
+                fk = fk / (fk.norm(dim=-1, keepdim=True) + 1e-6)
+                fq = fq / (fq.norm(dim=-1, keepdim=True) + 1e-6)
             beta = torch.sigmoid(self.w_beta(x)).squeeze(-1)  # (B, T), learned write strength
-            y, _ = delta_rule(self.phi(q), k, v, beta)        # phi already applied
+            y, _ = delta_rule(fq, fk, v, beta)                # phi already applied
         return self.w_o(y)

@@ -4,8 +4,10 @@ Paper: Xiong, Yang, He, Zheng, Zheng, Xing, Zhang, Lan, Wang, Liu (2020), "On La
 Normalization in the Transformer Architecture", arXiv:2002.04745. Post-LN (the original
 Transformer) computes ``LayerNorm(x + F(x))``; Pre-LN computes ``x + F(LayerNorm(x))`` and
 adds one LayerNorm after the last layer. Their claim: at initialisation Post-LN's gradients
-are large near the output (their Fig. 3), which is why it needs a learning-rate warm-up;
-Pre-LN's gradients are well behaved, so the warm-up can be dropped (their Fig. 1 and 4).
+are large near the output (their Fig. 3 and Theorem 1: the last layer's FFN gradient does
+not shrink with depth L for Post-LN and shrinks as sqrt(1/L) for Pre-LN), which is why
+Post-LN needs a learning-rate warm-up (their Fig. 2); Pre-LN's gradients are well behaved,
+so the warm-up can be dropped (their Fig. 4: Pre-LN against Post-LN training).
 
 The layer itself is :class:`llmcourse.transformer.EncoderLayer` with
 ``TransformerConfig.norm_position`` set to ``"post"`` or ``"pre"`` (tested against
@@ -66,6 +68,24 @@ def ffn_grad_norms(model: NormLM, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     _, loss = model(x, y)
     loss.backward()
     return torch.stack([layer.ff.linear2.weight.grad.norm() for layer in model.layers])
+
+
+def last_ffn_grad_by_depth(norm_position: str, vocab: int, ids: torch.Tensor, depths, seeds=(0, 1),
+                           batches: int = 2, batch_size: int = 16, block_size: int = 64,
+                           data_seed: int = 1234) -> torch.Tensor:
+    """‖∂loss/∂W²‖ of the *last* layer's FFN at initialisation, for models of each depth in
+    ``depths`` (the paper's Fig. 3(c, d)): (len(depths), len(seeds) * batches), one column per
+    initialisation and batch. The same batches are used at every depth."""
+    gen = set_seed(data_seed)
+    data = [get_batch(ids, batch_size, block_size, generator=gen) for _ in range(batches)]
+    out = []
+    for L in depths:
+        row = []
+        for seed in seeds:
+            model = make_lm(norm_position, vocab, n_layers=L, seed=seed)
+            row += [ffn_grad_norms(model, x, y)[-1] for x, y in data]
+        out.append(torch.stack(row))
+    return torch.stack(out)
 
 
 @dataclass

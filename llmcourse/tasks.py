@@ -19,7 +19,8 @@ The reference translation (:func:`translate`), three rules
     3. *insertion*: every verb is followed by the particle ``ga``, which has no source
        word, so target and source lengths differ.
 
-It is invertible (:func:`untranslate`): ``ga`` is dropped, every target adjective
+:func:`reference_alignment` gives the source position behind every target word. It is
+invertible (:func:`untranslate`): ``ga`` is dropped, every target adjective
 (which always follows its noun) swaps back, the dictionary is inverted. The tests check
 the round trip and compare with a naive re-implementation.
 
@@ -122,6 +123,24 @@ def translate(src: list[str]) -> list[str]:
         out.append(DICTIONARY[w])
         if w in _VERB:
             out.append(PARTICLE)
+        i += 1
+    return out
+
+
+def reference_alignment(src: list[str]) -> list[int | None]:
+    """For each word of ``translate(src)``, the position in ``src`` of the word it translates
+    (``None`` for the particle ``ga``, which translates nothing): the alignment the three
+    rules imply, to score a model's learned alignment against."""
+    out: list[int | None] = []
+    i = 0
+    while i < len(src):
+        if src[i] in _ADJ:                                            # NOUN ADJ <- adj noun
+            out += [i + 1, i]
+            i += 2
+            continue
+        out.append(i)
+        if src[i] in _VERB:
+            out.append(None)
         i += 1
     return out
 

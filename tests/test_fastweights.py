@@ -138,7 +138,8 @@ def test_shapes_and_batch_independence():
 
 @pytest.mark.parametrize("cfg", [FastWeightConfig(update="sum"),
                                  FastWeightConfig(update="sum", feature_map="elu+1", normalize=True),
-                                 FastWeightConfig(update="delta", feature_map="dpfp")])
+                                 FastWeightConfig(update="delta", feature_map="dpfp"),
+                                 FastWeightConfig(update="delta", delta_norm="l2")])
 def test_layer_is_causal(cfg):
     torch.manual_seed(0)
     layer = FastWeightLayer(cfg).double()
@@ -184,3 +185,29 @@ def test_dpfp_matches_its_definition():
                         for b in range(3)], dtype=torch.float64)
     torch.testing.assert_close(dpfp(x, nu=2), ref, **TOL)
     assert (dpfp(x) >= 0).all()
+
+
+@pytest.mark.parametrize("norm", ["sum", "l2"])
+def test_layer_delta_normalises_keys_and_queries(norm):
+    """delta_norm='sum' divides phi(k) and phi(q) by the sum of their entries (Schlag et al.'s
+    layer), 'l2' scales both to unit length; checked against delta_rule on hand-normalised inputs."""
+    torch.manual_seed(0)
+    fmap = "dpfp" if norm == "sum" else "identity"
+    layer = FastWeightLayer(FastWeightConfig(update="delta", feature_map=fmap, delta_norm=norm)).double()
+    x = torch.randn(2, 9, layer.cfg.d_model, dtype=torch.float64)
+    with torch.no_grad():
+        fk, fq = layer.phi(layer.w_k(x)), layer.phi(layer.w_q(x))
+        if norm == "sum":
+            fk, fq = fk / (fk.sum(-1, keepdim=True) + 1e-6), fq / (fq.sum(-1, keepdim=True) + 1e-6)
+        else:
+            fk, fq = fk / (fk.norm(dim=-1, keepdim=True) + 1e-6), fq / (fq.norm(dim=-1, keepdim=True) + 1e-6)
+        beta = torch.sigmoid(layer.w_beta(x)).squeeze(-1)
+        want = layer.w_o(delta_rule(fq, fk, layer.w_v(x), beta)[0])
+        torch.testing.assert_close(layer(x), want)
+
+
+def test_delta_norm_is_a_checked_switch():
+    with pytest.raises(ValueError, match="delta_norm"):
+        FastWeightLayer(FastWeightConfig(update="delta", delta_norm="max"))
+    with pytest.raises(ValueError, match="positive"):
+        FastWeightLayer(FastWeightConfig(update="delta", feature_map="identity", delta_norm="sum"))

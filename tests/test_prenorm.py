@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from llmcourse.prenorm import WarmupRunConfig, ffn_grad_norms, make_lm, train_with_warmup
+from llmcourse.prenorm import (WarmupRunConfig, ffn_grad_norms, last_ffn_grad_by_depth, make_lm,
+                               train_with_warmup)
 from llmcourse.transformer import DecoderLayer, EncoderLayer, Seq2SeqTransformer, TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +147,19 @@ def test_shipped_ch03_results_match_the_script():
     assert all(len(r["loss"]) == 150 for r in res["runs"])
     for pos in ("post", "pre"):
         assert len(res["grad_norms"][pos]) == 20 and all(len(row) == 6 for row in res["grad_norms"][pos])
+
+
+def test_last_layer_gradient_against_depth_follows_theorem_1():
+    """Xiong et al.'s Theorem 1 at initialisation: the last FFN's gradient shrinks with depth for
+    Pre-LN (as sqrt(1/L) for large L) and does not for Post-LN."""
+    ids = torch.randint(0, 20, (5000,), generator=torch.Generator().manual_seed(0))
+    depths = (2, 12)
+    pre = last_ffn_grad_by_depth("pre", 20, ids, depths, seeds=(0, 1), batches=1, batch_size=8, block_size=16)
+    post = last_ffn_grad_by_depth("post", 20, ids, depths, seeds=(0, 1), batches=1, batch_size=8, block_size=16)
+    assert pre.shape == post.shape == (2, 2)
+    assert pre[1].mean() < 0.75 * pre[0].mean()
+    assert post[1].mean() > 0.75 * post[0].mean()
+    from llmcourse.data import get_batch
+    from llmcourse.train import set_seed
+    x, y = get_batch(ids, 8, 16, generator=set_seed(1234))          # column 0: seed 0, first batch
+    torch.testing.assert_close(pre[0, 0], ffn_grad_norms(make_lm("pre", 20, n_layers=2, seed=0), x, y)[-1])

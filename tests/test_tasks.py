@@ -89,3 +89,17 @@ def test_score_exact_and_token_accuracy():
     assert s["exact"] == 0.5
     assert s["token_acc"] == (2 + 2) / (2 + 4)                 # (cat EOS) + (dog sees) of 6
     assert s["exact_each"].tolist() == [True, False]
+
+
+def test_reference_alignment_points_at_the_translated_word():
+    rng = random.Random(3)
+    for _ in range(200):
+        src = tasks.sample_sentence(rng, rng.randint(3, 30))
+        tgt, align = translate(src), tasks.reference_alignment(src)
+        assert len(align) == len(tgt)
+        for word, j in zip(tgt, align):
+            if j is None:
+                assert word == "ga"
+            else:
+                assert tasks.INVERSE[word] == src[j]
+        assert sorted(j for j in align if j is not None) == list(range(len(src)))
