@@ -74,7 +74,8 @@ def main() -> None:
         import torch
         with open(args.out, "w") as f:
             json.dump({"about": __doc__.splitlines()[0], "command": " ".join(["benchmarks/ppo_cartpole.py", *sys.argv[1:]]),
-                       "max_steps": MAX_STEPS, "max_seconds": MAX_SECONDS, "eval_every": args.eval_every,
+                       "max_steps": MAX_STEPS, "max_seconds": MAX_SECONDS, "min_solved": min(4, len(args.seeds)),
+                       "eval_every": args.eval_every,
                        "seeds": rows, "solved": ok, "seconds": round(time.perf_counter() - t_all, 1),
                        "load_average_before": [round(x, 2) for x in load_before],
                        "load_average_after": [round(x, 2) for x in os.getloadavg()],
