@@ -34,10 +34,10 @@ OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "rl_sweeps.js
 
 def summarise(hist, grid, with_ppo_stats=False) -> dict:
     out = {"curve": [None if np.isnan(x) else round(float(x), 1) for x in hist.curve(grid)],
-           "time_curve": [round(float(x), 2) for x in hist.seconds_at(grid)],
+           "time_curve": [round(float(x), 3) for x in hist.seconds_at(grid)],
            "evals": [[int(s), round(float(r), 1)] for s, r in hist.evals],
            "solved_step": hist.solved_step, "seconds": round(hist.seconds, 1),
-           "train_seconds": round(hist.seconds - hist.eval_seconds, 1),
+           "train_seconds": round(hist.seconds - hist.eval_seconds, 3),
            "mean_return": round(float(np.mean([r for _, r in hist.episodes])), 1),
            "last100": round(float(np.mean([r for _, r in hist.episodes[-100:]])), 1)}
     if with_ppo_stats:
