@@ -9,12 +9,15 @@ criterion).
 
     .venv/bin/python benchmarks/ppo_cartpole.py            # seeds 1-5
     .venv/bin/python benchmarks/ppo_cartpole.py --seeds 1 2
+    .venv/bin/python benchmarks/ppo_cartpole.py --out llmcourse/data/ppo_benchmark.json   # the shipped
+                                                  # file chapter 21 loads (also records the load average)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -41,6 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     ap.add_argument("--eval-every", type=int, default=2)
+    ap.add_argument("--out", default=None, help="also write the results as JSON to this file")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -49,7 +53,7 @@ def main() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
     print(f"{'seed':>4} {'solved':>6} {'steps':>7} {'process s':>9} {'train s':>7} "
           f"{'best eval':>9} {'100 fresh eps':>13}")
-    ok = 0
+    ok, rows, load_before, t_all = 0, [], os.getloadavg(), time.perf_counter()
     for seed in args.seeds:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--child", str(seed),
@@ -60,11 +64,24 @@ def main() -> None:
         solved = (r["solved_step"] is not None and r["solved_step"] <= MAX_STEPS
                   and wall <= MAX_SECONDS)
         ok += solved
+        rows.append(dict(r, process_seconds=round(wall, 2), solved=bool(solved)))
         steps = r["solved_step"] if r["solved_step"] is not None else "-"
         print(f"{seed:>4} {'yes' if solved else 'no':>6} {steps:>7} {wall:>9.1f} "
               f"{r['train_seconds']:>7.1f} {r['best_eval']:>9.1f} {r['confirm']:>13.1f}", flush=True)
     print(f"solved {ok}/{len(args.seeds)} seeds (target: >= 4 of 5; <= {MAX_STEPS} steps, "
           f"<= {MAX_SECONDS:.0f} s each)")
+    if args.out:
+        import torch
+        with open(args.out, "w") as f:
+            json.dump({"about": __doc__.splitlines()[0], "command": " ".join(["benchmarks/ppo_cartpole.py", *sys.argv[1:]]),
+                       "max_steps": MAX_STEPS, "max_seconds": MAX_SECONDS, "min_solved": min(4, len(args.seeds)),
+                       "eval_every": args.eval_every,
+                       "seeds": rows, "solved": ok, "seconds": round(time.perf_counter() - t_all, 1),
+                       "load_average_before": [round(x, 2) for x in load_before],
+                       "load_average_after": [round(x, 2) for x in os.getloadavg()],
+                       "cpu_count": os.cpu_count(), "machine": platform.machine(),
+                       "torch": torch.__version__}, f, indent=1)
+        print(f"wrote {args.out}")
     sys.exit(0 if ok >= min(4, len(args.seeds)) else 1)
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 
 import torch
 import torch.nn as nn
@@ -301,10 +302,11 @@ class PromptTuning(nn.Module):
 def finetune(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg) -> dict:
     """Train ``model``'s trainable parameters with :func:`llmcourse.train.train_lm`; measure.
 
-    Returns trainable and total parameters, the final validation loss, training seconds and
-    ms per step, the bytes of AdamW's state (read from the optimizer after one step on a
-    copy of the model: exp_avg and exp_avg_sq, 8 bytes per trainable float32 parameter),
-    and the :class:`~llmcourse.train.History`.
+    Returns trainable and total parameters, the final validation loss, the run's wall-clock
+    seconds (periodic evaluations included: time a step alone with :func:`step_times`),
+    the bytes of AdamW's state (read from the optimizer after one step on a copy of the
+    model: exp_avg and exp_avg_sq, 8 bytes per trainable float32 parameter), and the
+    :class:`~llmcourse.train.History`.
     """
     from .data import get_batch
     from .train import make_optimizer, train_lm
@@ -317,5 +319,81 @@ def finetune(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, c
     del probe, opt
     hist = train_lm(model, train_ids, val_ids, cfg, progress=False)
     return {"trainable": count_parameters(model), "total": count_parameters(model, trainable_only=False),
-            "val_loss": hist.val_loss[-1], "seconds": hist.seconds,
-            "ms_per_step": 1000 * hist.seconds / cfg.max_iters, "adam_bytes": state, "history": hist}
+            "val_loss": hist.val_loss[-1], "seconds": hist.seconds, "adam_bytes": state, "history": hist}
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y, grad_clip: float) -> None:
+    """One step as :func:`llmcourse.train.train_lm` takes it: forward, backward, clip, AdamW."""
+    _, loss = model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
+def step_times(models: dict, train_ids: torch.Tensor, cfg, rounds: int = 5, steps: int = 4,
+               warmup: int = 2) -> dict:
+    """Milliseconds per training step of each model, the step alone (no evaluation).
+
+    Each model trains a copy of itself on the same ``steps`` batches of ``cfg``'s shape
+    per round; the models take turns within each round, so a change in the machine's load
+    hits all of them alike. Returns ``{name: [ms per step, one value per round]}``.
+    """
+    from .data import get_batch
+    from .train import make_optimizer
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = [get_batch(train_ids, cfg.batch_size, cfg.block_size, gen) for _ in range(steps)]
+    runs = {}
+    for name, m in models.items():
+        m = copy.deepcopy(m).train()
+        runs[name] = (m, make_optimizer(m, cfg))
+        for x, y in batches[:warmup]:
+            _train_step(m, runs[name][1], x, y, cfg.grad_clip)
+    out = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, (m, opt) in runs.items():
+            t0 = time.perf_counter()
+            for x, y in batches:
+                _train_step(m, opt, x, y, cfg.grad_clip)
+            out[name].append(1000 * (time.perf_counter() - t0) / steps)
+    return out
+
+
+def training_memory(model: nn.Module, train_ids: torch.Tensor, cfg) -> dict:
+    """Bytes a training step of ``model`` holds, by kind (counted, not sampled; deterministic).
+
+    ``weights``: every parameter, frozen or not; ``gradients``: one per trainable parameter;
+    ``optimizer``: AdamW's state; ``activations``: the tensors autograd saves in the
+    forward pass for the backward pass (once per storage; parameters and buffers
+    excluded), which is what frozen weights can save beyond gradients and optimizer state.
+    ``total`` is their sum: what is held at the end of a forward pass (the previous step's
+    gradients are still there, as in ``train_lm``), a lower bound of the step's peak (the
+    temporaries of single operations are not counted). Measured on a copy, one batch.
+    """
+    from .data import get_batch
+    from .train import make_optimizer
+
+    m = copy.deepcopy(model).train()
+    opt = make_optimizer(m, cfg)
+    x, y = get_batch(train_ids, cfg.batch_size, cfg.block_size, torch.Generator().manual_seed(cfg.seed))
+    _train_step(m, opt, x, y, cfg.grad_clip)                          # creates gradients and AdamW state
+    own = {t.untyped_storage().data_ptr() for t in [*m.parameters(), *m.buffers()]}
+    saved = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = m(x, y)
+    del loss
+    params = list(m.parameters())
+    out = {"weights": sum(p.numel() * p.element_size() for p in params),
+           "gradients": sum(p.numel() * p.element_size() for p in params if p.requires_grad),
+           "optimizer": optimizer_state_bytes(opt), "activations": sum(saved.values())}
+    out["total"] = sum(out.values())
+    return out

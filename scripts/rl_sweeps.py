@@ -9,10 +9,12 @@ Experiments (every run on CartPole-v1, one torch thread, seeds 1..S):
 - ``clip``: PPO with clip range 0.1, 0.2, 0.3 and none (the PPO paper's Table 1 rows).
 
 Per run we keep the training-episode return on a grid of environment steps (mean of
-the last 20 episodes), the greedy evaluations, wall time and, for PPO, clip fraction and
-approximate KL per update. Usage::
+the last 20 episodes), the training seconds at the same grid points (measured, greedy
+evaluations excluded), the greedy evaluations, wall time and, for PPO, clip fraction and
+approximate KL per update. The hyperparameters are the package defaults (``A2CConfig``,
+``PPOConfig``), stored in the file. Usage::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/rl_sweeps.py            # about 15 min
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/rl_sweeps.py            # about 40 min, one core
     .venv/bin/python scripts/rl_sweeps.py --quick --out /tmp/rl.json  # smoke run
 """
 from __future__ import annotations
@@ -32,8 +34,10 @@ OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "rl_sweeps.js
 
 def summarise(hist, grid, with_ppo_stats=False) -> dict:
     out = {"curve": [None if np.isnan(x) else round(float(x), 1) for x in hist.curve(grid)],
+           "time_curve": [round(float(x), 3) for x in hist.seconds_at(grid)],
            "evals": [[int(s), round(float(r), 1)] for s, r in hist.evals],
            "solved_step": hist.solved_step, "seconds": round(hist.seconds, 1),
+           "train_seconds": round(hist.seconds - hist.eval_seconds, 3),
            "mean_return": round(float(np.mean([r for _, r in hist.episodes])), 1),
            "last100": round(float(np.mean([r for _, r in hist.episodes[-100:]])), 1)}
     if with_ppo_stats:

@@ -312,7 +312,52 @@ def test_lora_runs_script_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("lora_runs", Path(__file__).resolve().parents[1] / "scripts" / "lora_runs.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = mod.main(["--steps", "2", "--seeds", "0", "--ranks", "1", "--all-linear-rank", "0", "--eval-iters", "1",
-                    "--eval-interval", "1", "--out", str(tmp_path / "runs.json")])
-    assert set(out["runs"]) == {"full", "LoRA r=1"} and (tmp_path / "runs.json").is_file()
+    out = mod.main(["--steps", "2", "--seeds", "0", "1", "--ranks", "1", "2", "--subspace-ranks", "1", "2",
+                    "--all-linear-rank", "0", "--lr-full", "5e-4", "1e-3", "--lr-lora", "3e-3", "--eval-iters", "1",
+                    "--eval-interval", "1", "--timing-rounds", "1", "--timing-steps", "1",
+                    "--out", str(tmp_path / "runs.json")])
+    assert set(out["runs"]) == {"full", "LoRA r=1", "LoRA r=2"} and (tmp_path / "runs.json").is_file()
     assert out["runs"]["LoRA r=1"][0]["adam_bytes"] == 8 * out["runs"]["LoRA r=1"][0]["trainable"]
+    assert [r["seed"] for r in out["runs"]["full"]] == [0, 1] and len(out["sweep"]["full"]) == 2
+    assert out["lr"]["full"] == min(out["sweep"]["full"], key=lambda s: s["val_loss"])["lr"]
+    assert len(out["subspace"]["trained"]) == 2 and len(out["subspace"]["trained"][0][0]) == 1   # seeds, (r1, r2)
+    assert set(out["step_ms"]) == set(out["memory"]) == set(out["runs"])
+
+
+def test_peft_runs_script_smoke(tmp_path):
+    from llmcourse.data import data_path
+
+    if not data_path("gpt_shakespeare.pt").is_file():
+        pytest.skip("the pretrained checkpoint llmcourse/data/gpt_shakespeare.pt is not built yet")
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("peft_runs", Path(__file__).resolve().parents[1] / "scripts" / "peft_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--steps", "2", "--seeds", "0", "--grid-size", "1", "--eval-iters", "1", "--eval-interval", "1",
+                    "--timing-rounds", "1", "--timing-steps", "1", "--out", str(tmp_path / "peft.json")])
+    assert set(out["runs"]) == set(mod.METHODS) and (tmp_path / "peft.json").is_file()
+    assert out["decayed_parameters"]["prompt tuning (16)"] == 0          # no weight decay on the soft prompt
+    assert out["decayed_parameters"]["BitFit"] == 0 < out["decayed_parameters"]["LoRA r=4"]
+
+
+def test_step_times_and_training_memory(gpt):
+    from llmcourse.train import TrainConfig
+
+    ids = torch.randint(CFG.vocab_size, (400,), generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(batch_size=2, block_size=8)
+    full = copy.deepcopy(gpt).requires_grad_(True)
+    lora = peft.apply_lora(copy.deepcopy(gpt), ATTN, r=2)
+    bitfit = peft.apply_bitfit(copy.deepcopy(gpt))
+    times = peft.step_times({"full": full, "lora": lora}, ids, cfg, rounds=2, steps=2)
+    assert set(times) == {"full", "lora"} and all(len(v) == 2 and min(v) > 0 for v in times.values())
+    assert all(p.grad is None for p in full.parameters())                # timed on copies
+    mem = {k: peft.training_memory(m, ids, cfg) for k, m in (("full", full), ("lora", lora), ("bitfit", bitfit))}
+    n_full = peft.count_parameters(full)
+    assert mem["full"]["weights"] == mem["full"]["gradients"] == 4 * n_full
+    assert mem["full"]["optimizer"] == 8 * n_full
+    assert mem["lora"]["gradients"] == 4 * peft.count_parameters(lora) and mem["lora"]["optimizer"] == 8 * peft.count_parameters(lora)
+    # frozen weights need no saved inputs for their weight gradients: fewer saved activations
+    assert 0 < mem["bitfit"]["activations"] < mem["full"]["activations"]
+    assert all(m["total"] == sum(v for k, v in m.items() if k != "total") for m in mem.values())

@@ -200,6 +200,13 @@ def test_trainers_smoke_and_deterministic():
     a = train_a2c(A2CConfig(total_steps=400, num_envs=4, num_steps=5, seed=0), progress=False)
     assert len(a.stats) == 20 and all(np.isfinite(s["policy_loss"]) for s in a.stats)
     assert 0 < evaluate(a.model, episodes=3) <= 500
+    # training seconds per update: increasing, evaluations excluded, interpolated by seconds_at
+    secs = [st["seconds"] for st in h1.stats]
+    assert all(x < y for x, y in zip(secs, secs[1:])) and h1.eval_seconds > 0
+    assert secs[-1] <= h1.seconds - h1.eval_seconds + 1e-6
+    steps = [st["step"] for st in h1.stats]
+    np.testing.assert_allclose(h1.seconds_at(steps), secs)
+    assert h1.seconds_at([0])[0] == 0.0 and secs[0] / 2 == pytest.approx(h1.seconds_at([steps[0] / 2])[0])
 
 
 def test_sweep_script_runs_and_shipped_results_are_complete(tmp_path):
@@ -221,4 +228,6 @@ def test_sweep_script_runs_and_shipped_results_are_complete(tmp_path):
         assert len(res["compare"]["A2C"]) == len(res["seeds"])
         run = res["clip"]["0.2"][0]
         assert len(run["curve"]) == len(res["grid"]) and len(run["approx_kl"]) == len(run["stat_steps"])
+        for n, runs in res["workers"].items():                  # chapter 20 plots against measured time
+            assert all(len(r["time_curve"]) == len(res["worker_grid"]) and r["train_seconds"] > 0 for r in runs)
     assert len(shipped["seeds"]) >= 3

@@ -77,7 +77,8 @@ def train_a2c(cfg: A2CConfig, progress: bool = True) -> RLHistory:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
-        hist.stats.append(dict(stats, step=collector.steps))
+        elapsed = time.perf_counter() - t0 - hist.eval_seconds   # training time, evaluations excluded
+        hist.stats.append(dict(stats, step=collector.steps, seconds=elapsed))
         if cfg.eval_every and (it + 1) % cfg.eval_every == 0:
             solved = maybe_evaluate(hist, model, collector.steps, t0, cfg.env_id,
                                     cfg.eval_episodes, cfg.target_return)

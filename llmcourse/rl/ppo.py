@@ -100,7 +100,8 @@ def train_ppo(cfg: PPOConfig, progress: bool = True) -> RLHistory:
                  "logp": ro.logp.flatten(), "values": ro.values.flatten(),
                  "advantages": adv.flatten(), "returns": ret.flatten()}
         stats = ppo_update(model, optimizer, batch, cfg)
-        hist.stats.append(dict(stats, step=collector.steps))
+        elapsed = time.perf_counter() - t0 - hist.eval_seconds   # training time, evaluations excluded
+        hist.stats.append(dict(stats, step=collector.steps, seconds=elapsed))
         if cfg.eval_every and (it + 1) % cfg.eval_every == 0:
             solved = maybe_evaluate(hist, model, collector.steps, t0, cfg.env_id,
                                     cfg.eval_episodes, cfg.target_return)

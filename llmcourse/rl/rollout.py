@@ -154,6 +154,7 @@ class RLHistory:
     solved_step: int | None = None                 #: env steps when evaluation first hit the target
     solved_seconds: float | None = None            #: wall-clock seconds to that point
     seconds: float = 0.0                           #: wall-clock seconds of the whole run
+    eval_seconds: float = 0.0                      #: of which spent in greedy evaluations
     model: ActorCritic | None = None               #: the trained network
 
     def curve(self, grid: np.ndarray, window: int = 20) -> np.ndarray:
@@ -167,11 +168,21 @@ class RLHistory:
                 out[j] = rets[max(0, k - window):k].mean()
         return out
 
+    def seconds_at(self, grid: np.ndarray) -> np.ndarray:
+        """Training seconds (evaluations excluded) when the run had taken ``grid`` env steps,
+        interpolated between updates."""
+        steps = np.array([0] + [s["step"] for s in self.stats], dtype=float)
+        secs = np.array([0.0] + [s["seconds"] for s in self.stats])
+        return np.interp(grid, steps, secs)
+
 
 def maybe_evaluate(hist: RLHistory, model, step: int, t0: float, env_id: str,
                    episodes: int, target: float) -> bool:
-    """Evaluate, log, and return True the first time the mean return reaches ``target``."""
+    """Evaluate, log, and return True the first time the mean return reaches ``target``.
+    The evaluation's own time is added to ``hist.eval_seconds``."""
+    t_eval = time.perf_counter()
     score = evaluate(model, env_id, episodes)
+    hist.eval_seconds += time.perf_counter() - t_eval
     hist.evals.append((step, score))
     if score >= target and hist.solved_step is None:
         hist.solved_step, hist.solved_seconds = step, time.perf_counter() - t0
