@@ -18,14 +18,16 @@ fast tier, so a stale entry fails ``make test``).
     /work/bin/heavy .venv/bin/python scripts/mutation_check.py            # all (about 25 minutes on 1 core)
     .venv/bin/python scripts/mutation_check.py --only ppo_policy_gradient_sign_flipped
 
-Why not a mutation-testing package. mutmut 3.8 and cosmic-ray 8.7 generate operator-level
-mutants (``+`` to ``-``, ``<`` to ``<=``, a constant changed) for every line they can
-reach: thousands across this package, most of them in plotting, the CLI and the grading
-engine, each needing a test run of seconds to a minute on a 2-core machine, and most of
-the bugs we care about are not operator swaps (a target shift removed, a ``.detach()``
-missing, ``self.dropout(x)`` replaced by ``x``, the wrong axis of a softmax). A curated,
-named list runs in minutes and says what each survivor means. The cost of a hand-written
-list is its upkeep, which the exact-snippet rule makes visible.
+Why not a mutation-testing package (mutmut 3.8, cosmic-ray 8.7, mutatest, poodle on PyPI).
+They generate operator-level mutants (``+`` to ``-``, ``<`` to ``<=``, a constant changed)
+for every line they reach: ``cosmic-ray init`` counts 14,685 in ``llmcourse/`` (493 in
+``rl/core.py`` alone), most of them in plotting, the CLI and the grading engine; at the
+10 to 60 s a relevant test run takes here, that is days of CPU on a 2-core machine, and
+most of the equivalent mutants among them would need reading one by one. And the bugs
+that matter are rarely operator swaps: a target shift removed, a ``.detach()`` missing,
+``self.dropout(x)`` replaced by ``x``, the softmax over the wrong axis. A curated, named
+list runs in half an hour and says what each survivor means; its cost is upkeep, which
+the exact-snippet rule makes visible.
 """
 from __future__ import annotations
 

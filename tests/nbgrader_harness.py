@@ -76,13 +76,18 @@ test cell, so it costs one per-cell timeout).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import linecache
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -408,11 +413,6 @@ class Catalogue:
     def run(self, sources: dict[str, str]) -> dict[str, CellRun]:
         """Run the notebook in-process with ``sources`` in place of the solution cells named
         there: hidden test grade_id -> :class:`CellRun`."""
-        import contextlib
-        import io
-        import linecache
-        import warnings
-
         cells = [c for c in self.source_notebook.cells if c.cell_type == "code"]
         last = max(i for i, c in enumerate(cells) if grade_id(c) in self.points)
         ns: dict = {"__name__": "__main__"}
@@ -537,5 +537,12 @@ class Catalogue:
             mine = self.run({**self.sol, **src})
             assert set(r.lost()) == {k for k, c in mine.items() if not c.passed}, (student, r.lost(), mine)
             for k in r.lost():
-                assert r.errors[k].splitlines()[0] == mine[k].text.splitlines()[0], (student, k, r.errors[k],
-                                                                                     mine[k].text)
+                theirs, ours = r.errors[k].splitlines()[0], mine[k].text.splitlines()[0]
+                assert _same_message(theirs, ours), (student, k, theirs, ours)
+
+
+def _same_message(a: str, b: str) -> bool:
+    """Equal, or equal but for dotted names and numbers: a check that reports the first of a set of
+    layers names the one Python's per-process hash seed puts first (lora's apply_lora check)."""
+    dotted = re.compile(r"\b\w+(?:\.\w+)+\b")
+    return a == b or dotted.sub("<name>", a) == dotted.sub("<name>", b)

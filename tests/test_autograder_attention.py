@@ -363,7 +363,7 @@ def test_learner_prints_and_warnings_cost_nothing(graded):
 def test_bad_submissions_are_graded_without_extra_credit(graded):
     pts = {k: m for k, (_, m) in graded["solution"].scores.items()}
     sdpa_pts, head_pts = (sum(pts[k] for k in ks) for ks in (SDPA_TESTS, HEAD_TESTS))
-    no_scaling = sum(pts.values()) - sum(pts[k] for k in WRONG["no_scaling"][1])   # what the wrong sdpa earns
+    no_scaling = graded["wrong_no_scaling"].total                # what the wrong sdpa earns alone
 
     r = graded["bad_syntax_error"]                    # sdpa undefined: sdpa and MHA parts lost
     assert r.total == head_pts, r.scores
@@ -378,7 +378,7 @@ def test_bad_submissions_are_graded_without_extra_credit(graded):
     assert r.scores["test_sdpa_values"][0] == 0 and r.scores["test_sdpa_masks"][0] == 0
     assert "did not scale" in r.errors["test_sdpa_values"]
     assert r.scores["test_split_heads"] == (pts["test_split_heads"],) * 2
-    assert r.total == graded["wrong_no_scaling"].total == no_scaling
+    assert r.total == no_scaling
     src = {grade_id(c): c.source for c in r.notebook.cells}
     assert "G.check_sdpa_values" in src["test_sdpa_values"] and "all tests passed" not in src["test_sdpa_values"]
 
