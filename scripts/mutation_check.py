@@ -62,7 +62,7 @@ COVERS = {
     "prenorm.py": ["test_prenorm.py"],
     "data.py": ["test_data.py"],
     "tokenizer.py": ["test_data.py"],
-    "gpt.py": ["test_gpt.py", "test_peft.py"],
+    "gpt.py": ["test_gpt.py", "test_generation.py", "test_peft.py"],
     "train.py": ["test_train.py"],
 }
 
@@ -234,8 +234,9 @@ MUTANTS = [
     M("tokenizer_vocabulary_unsorted", "tokenizer.py", 'cls("".join(sorted(set(text))))', 'cls("".join(set(text)))'),
     M("shakespeare_validation_overlaps_training", "data.py", "return tok, ids[:n], ids[n:]",
       "return tok, ids[:n], ids[n - len(ids) // 10:]"),
-    M("gpt_attention_residual_missing", "gpt.py", "x = x + self.attn(self.ln_1(x))", "x = self.attn(self.ln_1(x))"),
-    M("gpt_fused_attention_not_causal", "gpt.py", "is_causal=True,", "is_causal=False,"),
+    M("gpt_attention_residual_missing", "gpt.py", "x = x + self.attn(self.ln_1(x), mask, kv)",
+      "x = self.attn(self.ln_1(x), mask, kv)"),
+    M("gpt_attention_not_causal", "gpt.py", "causal = mask is None", "causal = False"),
     M("gpt_final_norm_skipped", "gpt.py", "logits = self.lm_head(self.ln_f(x))", "logits = self.lm_head(x)"),
     M("cosine_warmup_starts_at_zero_and_ends_early", "train.py",
       "return max_lr * (step + 1) / warmup", "return max_lr * step / warmup"),
