@@ -1,12 +1,16 @@
-"""The `lora` assignment's autograder, proven through the real ``nbgrader autograde``.
+"""The `lora` assignment's autograder: its catalogue, proven in-process and by nbgrader.
 
-One batch: the solution (run whole, with its ungraded fine-tuning cell), the untouched release, a catalogue of wrong implementations (each
-must lose the points of the named test cells, with a message naming the mistake), several
-correct ones (each must get full marks), parts that call ``llmcourse.peft`` (no credit for
-that part), and broken submissions. The same catalogue runs in-process, without nbgrader,
-in the fast ``test_catalogue_in_process`` (seconds), so a grader change is checked cheaply.
-Every submission but the solution drops the ungraded fine-tuning cell (it earns no points,
-and it would cost a pretrained-model load and 40 training steps per submission).
+The catalogue: the solution, the untouched release, wrong implementations (each must lose
+the points of the named test cells, with a message naming the mistake, and nothing in the
+parts it does not touch), several correct ones (full marks), parts that call
+``llmcourse.peft`` (no credit for that part), and broken submissions. Every entry is proven
+in-process in the fast tier (``test_catalogue_in_process``, see
+:class:`nbgrader_harness.Catalogue`); one real ``nbgrader autograde`` batch (slow) grades the
+solution (run whole, with its ungraded fine-tuning cell), the release, one wrong entry per
+part, one library call and the broken submissions, and checks that nbgrader's verdicts
+equal the in-process ones. Every submission but the solution drops the ungraded
+fine-tuning cell (it earns no points, and it would cost a pretrained-model load and 40
+training steps per submission).
 """
 from __future__ import annotations
 
@@ -14,23 +18,13 @@ import textwrap
 
 import pytest
 
-from nbgrader_harness import (assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
-                              assert_wrong_loses, grade_catalogue, hidden, solution_sources)
+from nbgrader_harness import Catalogue, solution_sources
 
 ASSIGNMENT = "lora"
 SOL = solution_sources(ASSIGNMENT)
 LORA_TESTS = ["test_lora_init", "test_lora_forward", "test_lora_dropout", "test_lora_merge", "test_lora_grad"]
 APPLY_TESTS = ["test_apply_lora_targets", "test_apply_lora_model"]
 COUNT_TESTS = ["test_count_parameters"]
-CHECKS = {"test_lora_init": ("check_lora_init", "LoRALinear"),
-          "test_lora_forward": ("check_lora_forward", "LoRALinear"),
-          "test_lora_dropout": ("check_lora_dropout", "LoRALinear"),
-          "test_lora_merge": ("check_lora_merge", "LoRALinear"),
-          "test_lora_grad": ("check_lora_grad", "LoRALinear"),
-          "test_apply_lora_targets": ("check_apply_lora_targets", "apply_lora"),
-          "test_apply_lora_model": ("check_apply_lora_model", "apply_lora"),
-          "test_count_parameters": ("check_count_parameters", "count_parameters")}
-
 
 def code(s: str) -> str:
     return textwrap.dedent(s).strip("\n")
@@ -350,60 +344,14 @@ FORBIDDEN = {
 }
 
 EDITED_TEST = "# I edited this test\nprint('all tests passed')"
+# name -> (cell sources, cells to delete); graded by nbgrader only (the infinite loop is proven once, in ppo)
 BAD = {
     "syntax_error": ({**SOL, "count_parameters": "def count_parameters(model, trainable_only=True)\n    return 0"}, ()),
-    "infinite_loop": ({**SOL, "apply_lora": "def apply_lora(model, target_modules, r, alpha=1.0, dropout=0.0):\n"
-                                            "    while True:\n        pass"}, ()),
     "edited_test_cells": ({**SOL, **WRONG["scale_alpha"][0], "test_lora_init": EDITED_TEST,
                            "test_lora_forward": EDITED_TEST}, ()),
     "deleted_test_cells": ({**SOL, **WRONG["scale_alpha"][0]}, ("test_lora_init", "test_lora_forward")),
 }
-TIMEOUT = 30        # seconds per cell (the solution's ungraded fine-tuning cell at the end is the slowest)
-
-
-# ----------------------------------------------------------------------------- fast: the catalogue in-process
-
-
-def _run_in_process(sources: dict[str, str]) -> dict[str, str]:
-    """Exec the solution cells with ``sources`` swapped in; run every check; grade_id -> error ('' = passed)."""
-    import contextlib
-    import io
-
-    from llmcourse.grading.checks import lora as G
-
-    ns: dict = {}
-    exec("import math\nimport torch\nimport torch.nn as nn", ns)
-    for gid in ("lora_linear", "apply_lora", "count_parameters"):
-        exec(sources.get(gid, SOL[gid]), ns)
-    errors = {}
-    for test, (check, name) in CHECKS.items():
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                getattr(G, check)(ns[name])
-            errors[test] = ""
-        except AssertionError as e:
-            errors[test] = str(e)
-    return errors
-
-
-def test_catalogue_in_process():
-    """Every wrong implementation fails its named checks with its words; every correct one passes."""
-    assert not any(_run_in_process({}).values())
-    for name, (src, must_fail, words) in WRONG.items():
-        errors = _run_in_process(src)
-        failed = {k for k, v in errors.items() if v}
-        assert set(must_fail) <= failed, (name, must_fail, {k: v[:200] for k, v in errors.items() if v})
-        assert words in errors[must_fail[0]], (name, errors[must_fail[0]])
-    for name, src in CORRECT.items():
-        errors = _run_in_process(src)
-        assert not any(errors.values()), (name, {k: v for k, v in errors.items() if v})
-    for name, (src, must_fail, words) in FORBIDDEN.items():
-        errors = _run_in_process(src)
-        assert {k for k, v in errors.items() if v} == set(must_fail), (name, errors)
-        assert all("gets no credit" in errors[k] and words in errors[k] for k in must_fail), errors
-
-
-# ----------------------------------------------------------------------------- slow: the real nbgrader
+TIMEOUT = 60        # seconds per cell: the solution's ungraded fine-tuning cell, the slowest, takes about 10 s
 
 
 def _drop_fine_tuning(subs) -> None:
@@ -412,63 +360,46 @@ def _drop_fine_tuning(subs) -> None:
             nb.cells = [c for c in nb.cells if "load_pretrained()" not in c.source]
 
 
+CAT = Catalogue(ASSIGNMENT, {"lora_linear": LORA_TESTS, "apply_lora": APPLY_TESTS, "count_parameters": COUNT_TESTS},
+                wrong=WRONG, correct=CORRECT, forbidden=FORBIDDEN, bad=BAD, uses={"lora_linear": ["apply_lora"]},
+                timeout=TIMEOUT, prepare=_drop_fine_tuning, nbgrader_wrong=["scale_alpha"] + [
+                    next(n for n, (src, _, _) in WRONG.items() if set(src) == {part})
+                    for part in ("apply_lora", "count_parameters")], total=21)
+
+
+# ----------------------------------------------------------------------------- fast: the catalogue in-process
+
+
+@pytest.mark.parametrize("kind,name", CAT.entries())
+def test_catalogue_in_process(kind, name):
+    CAT.prove(kind, name)
+
+
+# ----------------------------------------------------------------------------- slow: one nbgrader batch
+
+
 @pytest.fixture(scope="module")
 def graded():
-    """Every submission of this module, graded by ONE nbgrader autograde run."""
-    return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT, wrong={n: src for n, (src, _, _) in WRONG.items()},
-                           correct=CORRECT, forbidden={n: src for n, (src, _, _) in FORBIDDEN.items()},
-                           extra={f"bad_{n}": bad for n, bad in BAD.items()}, prepare=_drop_fine_tuning)
+    """The solution, the release, one wrong entry per part, a library call and the broken submissions,
+    graded by ONE nbgrader autograde run."""
+    return CAT.grade()
 
 
 @pytest.mark.slow
-def test_solution_full_marks_release_zero(graded):
-    sol, rel = graded["solution"], graded["release"]
-    assert_solution_and_release(sol, rel, 21, "test_lora_init")
-    assert "NotImplementedError" in rel.errors["test_lora_init"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(WRONG))
-def test_wrong_implementation_loses_points(graded, name):
-    part, must_fail, words = next(iter(WRONG[name][0])), WRONG[name][1], WRONG[name][2]
-    untouched = {"lora_linear": COUNT_TESTS, "apply_lora": LORA_TESTS + COUNT_TESTS,
-                 "count_parameters": LORA_TESTS + APPLY_TESTS}[part]
-    assert_wrong_loses(graded[f"wrong_{name}"], must_fail, words,
-                       allowed=set(LORA_TESTS + APPLY_TESTS + COUNT_TESTS) - set(untouched))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_implementation_full_marks(graded, name):
-    assert_full_marks(graded[f"correct_{name}"])
-
-
-@pytest.mark.slow
-def test_learner_prints_and_warnings_cost_nothing(graded):
-    r = graded["correct_stores_original_weight"]
-    assert "applying LoRA" in r.text or "harmless" in r.text
-    assert not any(r.errors[k] for k in hidden(r))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(FORBIDDEN))
-def test_library_calls_get_no_credit(graded, name):
-    _, must_fail, words = FORBIDDEN[name]
-    assert_library_gets_no_credit(graded[f"forbidden_{name}"], must_fail, words)
+def test_nbgrader_grades_as_in_process(graded):
+    CAT.assert_graded(graded)
+    assert "NotImplementedError" in graded["release"].errors["test_lora_init"]
+    assert "visible checks passed" in graded["solution"].text      # the ungraded cells ran too
 
 
 @pytest.mark.slow
 def test_bad_submissions_are_graded_without_extra_credit(graded):
     pts = {k: m for k, (_, m) in graded["solution"].scores.items()}
-    lora_pts, apply_pts, count_pts = (sum(pts[k] for k in ks) for ks in (LORA_TESTS, APPLY_TESTS, COUNT_TESTS))
+    lora_pts, apply_pts = (sum(pts[k] for k in ks) for ks in (LORA_TESTS, APPLY_TESTS))
 
     r = graded["bad_syntax_error"]                    # count_parameters undefined: its part lost
     assert r.total == lora_pts + apply_pts, r.scores
     assert "NameError" in r.errors["test_count_parameters"]
-
-    r = graded["bad_infinite_loop"]                   # per-cell timeout on the apply_lora cells
-    assert r.total == lora_pts + count_pts, r.scores
-    assert all("Timeout" in r.errors[k] or "KeyboardInterrupt" in r.errors[k] for k in APPLY_TESTS), r.errors
 
     for student in ("bad_edited_test_cells", "bad_deleted_test_cells"):   # restored / re-added, graded
         r = graded[student]

@@ -1,12 +1,15 @@
-"""The `masking` assignment's autograder, proven through the real ``nbgrader autograde``.
+"""The `masking` assignment's autograder: its catalogue, proven in-process and by nbgrader.
 
-One batch: the solution, the untouched release, a catalogue of wrong implementations (each
-must lose the points of the named test cells, with a message naming the mistake; one wrong
-part of each kind is batched per submission, see ``_combos``), several
-correct ones written differently (loops, log-sum-exp, other RNG call orders: each must get
-full marks), parts that call ``llmcourse.attention`` or PyTorch's fused attention (no credit
-for that part), and broken submissions. The same catalogue runs in-process, without
-nbgrader, in the fast ``tests/test_grading_masking.py``.
+The catalogue: the solution, the untouched release, wrong implementations (each must lose
+the points of the named test cells, with a message naming the mistake, and nothing in the
+parts it does not touch), several correct ones written differently (loops, log-sum-exp,
+other RNG call orders: full marks), parts that call ``llmcourse.attention`` or PyTorch's
+fused attention (no credit for that part), and broken submissions. Every entry is proven
+in-process in the fast tier (``test_catalogue_in_process``, see
+:class:`nbgrader_harness.Catalogue`); one real ``nbgrader autograde`` batch (slow) grades the
+solution, the release, one wrong entry per part, one library call and the broken
+submissions, and checks that nbgrader's verdicts equal the in-process ones.
+``tests/test_grading_masking.py`` tests the statistical checks themselves.
 """
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ import textwrap
 
 import pytest
 
-from nbgrader_harness import (assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
-                              assert_wrong_loses, grade_catalogue, grade_id, hidden, solution_sources)
+from nbgrader_harness import Catalogue, grade_id, solution_sources
 
 ASSIGNMENT = "masking"
 SOL = solution_sources(ASSIGNMENT)
@@ -411,68 +413,34 @@ BAD = {
                            ("test_masked_softmax_empty", "test_causal_mask"), ["test_masked_softmax_empty"]),
 }
 
-def _combos() -> dict[str, list[str]]:
-    """Wrong implementations batched into one submission per combination of parts: the i-th
-    wrong masks, the i-th wrong softmax and the i-th wrong mlm_corrupt together. The parts'
-    tests are disjoint and each part's cell defines only its own functions, so every entry is
-    still judged on its own part's tests, and the batch needs fewer kernels."""
-    by_part: dict[str, list[str]] = {}
-    for name, (src, _, _) in WRONG.items():
-        (part,) = src
-        by_part.setdefault(part, []).append(name)
-    n = max(len(v) for v in by_part.values())
-    return {f"wrong_combo_{i:02d}": [v[i] for v in by_part.values() if i < len(v)] for i in range(n)}
+TIMEOUT = 30        # seconds per cell (the slowest honest cell, a statistical check, takes about 1 s)
+
+CAT = Catalogue(ASSIGNMENT, PART_TESTS, wrong=WRONG, correct=CORRECT, forbidden=FORBIDDEN,
+                bad={n: (src, delete) for n, (src, delete, _) in BAD.items()}, timeout=TIMEOUT, total=23)
 
 
-COMBOS = _combos()
-STUDENT = {name: student for student, names in COMBOS.items() for name in names}
-TIMEOUT = 15        # seconds per cell (the slowest correct submission's statistical checks take ~1 s)
+# ----------------------------------------------------------------------------- fast: the catalogue in-process
+
+
+@pytest.mark.parametrize("kind,name", CAT.entries())
+def test_catalogue_in_process(kind, name):
+    CAT.prove(kind, name)
+
+
+# ----------------------------------------------------------------------------- slow: one nbgrader batch
 
 
 @pytest.fixture(scope="module")
 def graded():
-    """Every submission of this module, graded by ONE nbgrader autograde run."""
-    combos = {student: ({**SOL, **{k: v for n in names for k, v in WRONG[n][0].items()}}, ())
-              for student, names in COMBOS.items()}
-    return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT, correct=CORRECT,
-                           forbidden={n: src for n, (src, _, _) in FORBIDDEN.items()},
-                           extra={**combos, **{f"bad_{n}": (src, delete) for n, (src, delete, _) in BAD.items()}})
+    """The solution, the release, one wrong entry per part, a library call and the broken submissions,
+    graded by ONE nbgrader autograde run."""
+    return CAT.grade()
 
 
 @pytest.mark.slow
-def test_solution_full_marks_release_zero(graded):
-    sol, rel = graded["solution"], graded["release"]
-    assert_solution_and_release(sol, rel, 23, "test_causal_mask")
-    assert "replace it with your code" in rel.errors["test_mlm_contract"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(WRONG))
-def test_wrong_implementation_loses_points(graded, name):
-    _, must_fail, words = WRONG[name]
-    # the batch holds one wrong part of each kind: parts left correct keep their points
-    touched = {t for n in COMBOS[STUDENT[name]] for t in PART_TESTS[next(iter(WRONG[n][0]))]}
-    assert_wrong_loses(graded[STUDENT[name]], must_fail, words, allowed=touched)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_implementation_full_marks(graded, name):
-    assert_full_marks(graded[f"correct_{name}"])
-
-
-@pytest.mark.slow
-def test_learner_prints_and_warnings_cost_nothing(graded):
-    r = graded["correct_row_loop_noisy"]
-    assert "masked_softmax on" in r.text or "harmless" in r.text
-    assert not any(r.errors[k] for k in hidden(r))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(FORBIDDEN))
-def test_library_calls_get_no_credit(graded, name):
-    _, must_fail, words = FORBIDDEN[name]
-    assert_library_gets_no_credit(graded[f"forbidden_{name}"], must_fail, words)
+def test_nbgrader_grades_as_in_process(graded):
+    CAT.assert_graded(graded)
+    assert "replace it with your code" in graded["release"].errors["test_mlm_contract"]
 
 
 @pytest.mark.slow

@@ -1,19 +1,24 @@
-"""The `ppo` assignment's autograder, proven through the real ``nbgrader autograde``.
+"""The `ppo` assignment's autograder: its catalogue, proven in-process and by nbgrader.
 
-One batch: the solution, the untouched release, a catalogue of plausible wrong
-implementations (each must lose points in the part it touches, with a message naming the
-mistake), several different correct ones (full marks), a library call (no credit) and a
-broken submission. The final ungraded training cell is shortened with PPO_DEMO_STEPS.
+The catalogue: the solution, the untouched release, plausible wrong implementations (each
+must lose points in the part it touches, with a message naming the mistake, and nothing
+elsewhere), several different correct ones (full marks), a library call (no credit) and
+broken submissions. Every entry is proven in-process in the fast tier
+(``test_catalogue_in_process``, see :class:`nbgrader_harness.Catalogue`); one real
+``nbgrader autograde`` batch (slow) grades the solution, the release, one wrong entry per
+part, the library call and the broken submissions, and checks that nbgrader's verdicts
+equal the in-process ones. The course's one proof of the per-cell timeout is here: an
+infinite loop in ``normalize_advantages`` hangs its single test cell, which gets a message
+and no points, and the rest of the notebook is graded. The final ungraded training cell
+is shortened with PPO_DEMO_STEPS.
 """
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
 
-from nbgrader_harness import (assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
-                              assert_wrong_loses, grade_catalogue, solution_sources)
+from nbgrader_harness import Catalogue, solution_sources
 
 ASSIGNMENT = "ppo"
 SOL = solution_sources(ASSIGNMENT)
@@ -220,53 +225,44 @@ FORBIDDEN = {
                             "entropy": code("""
                                 def categorical_entropy(logits):
                                     return torch.distributions.Categorical(logits=logits).entropy()""")},
-                           GAE_TESTS + PART_TESTS["entropy"]),
+                           GAE_TESTS + PART_TESTS["entropy"], ""),
 }
 
+# name -> (cell sources, test cells that must lose points); graded by nbgrader only
 BAD = {"syntax_error": ({**SOL, "clip": "def ppo_clip_loss(logp_new, logp_old, advantages, clip_eps=0.2)\n    return 0"},
-                        PART_TESTS["clip"])}
-TIMEOUT = 30
+                        PART_TESTS["clip"]),
+       # the course's one proof of the per-cell timeout: a single test cell calls normalize_advantages
+       "infinite_loop": ({**SOL, "norm": "def normalize_advantages(adv, eps=1e-8):\n    while True:\n        pass"},
+                         PART_TESTS["norm"])}
+TIMEOUT = 30        # seconds per cell: the slowest honest cell takes about 2 s on an idle machine
+
+CAT = Catalogue(ASSIGNMENT, PART_TESTS, wrong=WRONG, correct=CORRECT, forbidden=FORBIDDEN,
+                bad={n: (src, ()) for n, (src, _) in BAD.items()}, timeout=TIMEOUT,
+                env={"PPO_DEMO_STEPS": "256"}, total=24)     # the ungraded training cell: one update
+
+
+# ----------------------------------------------------------------------------- fast: the catalogue in-process
+
+
+@pytest.mark.parametrize("kind,name", CAT.entries())
+def test_catalogue_in_process(kind, name):
+    CAT.prove(kind, name)
+
+
+# ----------------------------------------------------------------------------- slow: one nbgrader batch
 
 
 @pytest.fixture(scope="module")
 def graded():
-    """Every submission of this module, graded by ONE nbgrader autograde run."""
-    old = os.environ.get("PPO_DEMO_STEPS")
-    os.environ["PPO_DEMO_STEPS"] = "256"          # the ungraded training cell: one update
-    try:
-        return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT, wrong={n: src for n, (src, _, _) in WRONG.items()},
-                               correct=CORRECT, forbidden={n: src for n, (src, _) in FORBIDDEN.items()},
-                               extra={f"bad_{n}": (src, ()) for n, (src, _) in BAD.items()})
-    finally:
-        if old is None:
-            os.environ.pop("PPO_DEMO_STEPS", None)
-        else:
-            os.environ["PPO_DEMO_STEPS"] = old
+    """The solution, the release, one wrong entry per part, the library call and the broken submissions,
+    graded by ONE nbgrader autograde run."""
+    return CAT.grade()
 
 
 @pytest.mark.slow
-def test_solution_full_marks_release_zero(graded):
-    assert_solution_and_release(graded["solution"], graded["release"], 24, "test_gae_no_boundaries")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(WRONG))
-def test_wrong_implementation_loses_points(graded, name):
-    src, must_fail, words = WRONG[name]
-    touched = {t for part in src for t in PART_TESTS[part]}          # other parts keep their points
-    assert_wrong_loses(graded[f"wrong_{name}"], must_fail, words, allowed=touched)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_implementation_full_marks(graded, name):
-    assert_full_marks(graded[f"correct_{name}"])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(FORBIDDEN))
-def test_library_calls_get_no_credit(graded, name):
-    assert_library_gets_no_credit(graded[f"forbidden_{name}"], FORBIDDEN[name][1])
+def test_nbgrader_grades_as_in_process(graded):
+    CAT.assert_graded(graded)
+    assert "greedy policy, 20 episodes" in graded["solution"].text    # the ungraded training cell ran
 
 
 @pytest.mark.slow
@@ -275,3 +271,11 @@ def test_broken_part_loses_only_that_part(graded, name):
     _, must_fail = BAD[name]
     r = graded[f"bad_{name}"]
     assert set(r.lost()) == set(must_fail), r.lost()
+    assert r.total == r.max_total - sum(r.scores[k][1] for k in must_fail)
+
+
+@pytest.mark.slow
+def test_infinite_loop_is_stopped_by_the_cell_timeout_and_named(graded):
+    r = graded["bad_infinite_loop"]
+    (test,) = PART_TESTS["norm"]
+    assert "did not finish" in r.errors[test] and "infinite loop" in r.errors[test], r.errors[test]

@@ -6,7 +6,6 @@ message that says so (exit 2 from argparse-style `SystemExit` with text).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -211,3 +211,23 @@ def test_delta_norm_is_a_checked_switch():
         FastWeightLayer(FastWeightConfig(update="delta", delta_norm="max"))
     with pytest.raises(ValueError, match="positive"):
         FastWeightLayer(FastWeightConfig(update="delta", feature_map="identity", delta_norm="sum"))
+
+
+def test_delta_rule_starts_from_the_given_fast_weights():
+    """With W0 the recursion starts there; two halves chained through W equal the whole sequence."""
+    q, k, v = inputs(B=2, T=8, dk=4, dv=3, seed=5)
+    beta = torch.rand(2, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    W0 = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    y, W = delta_rule(q, k, v, beta, W0=W0.clone())
+    for b in range(2):                                        # naive loop from W0
+        Wb = W0[b].clone()
+        for t in range(8):
+            Wb = Wb + beta[b, t] * torch.outer(v[b, t] - Wb @ k[b, t], k[b, t])
+            torch.testing.assert_close(y[b, t], Wb @ q[b, t], **TOL)
+        torch.testing.assert_close(W[b], Wb, **TOL)
+    whole, W_whole = delta_rule(q, k, v, beta)
+    y1, W1 = delta_rule(q[:, :5], k[:, :5], v[:, :5], beta[:, :5])
+    y2, W2 = delta_rule(q[:, 5:], k[:, 5:], v[:, 5:], beta[:, 5:], W0=W1)
+    torch.testing.assert_close(torch.cat([y1, y2], 1), whole, **TOL)
+    torch.testing.assert_close(W2, W_whole, **TOL)
+    assert not torch.allclose(delta_rule(q[:, 5:], k[:, 5:], v[:, 5:], beta[:, 5:])[0], y2)

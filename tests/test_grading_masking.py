@@ -1,10 +1,10 @@
-"""Fast tests of llmcourse.grading.checks.masking, without nbgrader.
+"""Fast tests of llmcourse.grading.checks.masking itself, without nbgrader.
 
-The catalogue of ``tests/test_autograder_masking.py`` runs here in-process: each
-submission's cells are executed in one namespace, as a kernel would, and the hidden test
-cells of the changed parts are run against them, so a regression in a check is caught in
-seconds. The statistical checks are also run on the course's implementation with other
-random streams, to show that their bounds are not tuned to one seed.
+The catalogue of ``tests/test_autograder_masking.py`` is proven in-process there
+(:class:`nbgrader_harness.Catalogue`). Here: the statistical checks run on the solution
+with other random streams, to show that their bounds are not tuned to one seed; the
+course's own implementation agrees with the solution but gets no credit; the consistency
+check names its mistakes.
 """
 from __future__ import annotations
 
@@ -26,58 +26,10 @@ HIDDEN = {grade_id(c): c.source for c in NB.cells
           if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"]["points"] > 0}
 
 
-def run_cells(sources: dict[str, str], parts) -> dict[str, str]:
-    """Exec the solution cells with ``sources`` swapped in, then the hidden tests of ``parts``:
-    grade_id -> error message ('' = passed)."""
-    ns: dict = {}
-    exec(SETUP, ns)
-    for gid in T.PART_TESTS:
-        with contextlib.suppress(Exception):
-            exec(sources.get(gid, T.SOL[gid]), ns)
-    errors = {}
-    for gid in (t for part in parts for t in T.PART_TESTS[part]):
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                exec(HIDDEN[gid], ns)
-            errors[gid] = ""
-        except Exception as e:                                  # noqa: BLE001 (we report it)
-            errors[gid] = f"{type(e).__name__}: {e}"
-    return errors
-
-
 def test_hidden_cells_cover_every_test():
     assert set(HIDDEN) == {t for ts in T.PART_TESTS.values() for t in ts}
     assert sum(c.metadata["nbgrader"]["points"] for c in NB.cells
                if c.metadata.get("nbgrader", {}).get("grade")) == 23
-
-
-def test_solution_passes_every_check():
-    errors = run_cells({}, T.PART_TESTS)
-    assert not any(errors.values()), {k: v for k, v in errors.items() if v}
-
-
-@pytest.mark.parametrize("name", list(T.WRONG))
-def test_wrong_fails_its_checks_with_its_words(name):
-    src, must_fail, words = T.WRONG[name]
-    errors = run_cells(src, src)
-    failed = {k for k, v in errors.items() if v}
-    assert set(must_fail) <= failed, (must_fail, {k: v[:300] for k, v in errors.items() if v})
-    assert words in errors[must_fail[0]], errors[must_fail[0]]
-
-
-@pytest.mark.parametrize("name", list(T.CORRECT))
-def test_correct_passes(name):
-    src = T.CORRECT[name]
-    errors = run_cells(src, src)
-    assert not any(errors.values()), {k: v for k, v in errors.items() if v}
-
-
-@pytest.mark.parametrize("name", list(T.FORBIDDEN))
-def test_forbidden_gets_no_credit(name):
-    src, must_fail, words = T.FORBIDDEN[name]
-    errors = run_cells(src, src)
-    assert {k for k, v in errors.items() if v} == set(must_fail), errors
-    assert all("gets no credit" in errors[k] and words in errors[k] for k in must_fail), errors
 
 
 def _solution(name):

@@ -7,6 +7,7 @@ tokens, the untouched input), the BERT rates on a large sample with 6-sigma boun
 reproducibility from the generator.
 """
 import math
+import warnings
 
 import pytest
 import torch
@@ -62,6 +63,13 @@ def test_masked_softmax_empty_rows_are_zero_with_finite_gradients():
     # allowed entries: the softmax Jacobian p (r - <p, r>) of the allowed sub-vector
     want = p * (r - (p * r).sum(-1, keepdim=True))
     torch.testing.assert_close(grad, want.detach(), **TOL)
+    # no NaN anywhere on the way, not even one masked out later: anomaly detection (how one hunts
+    # NaNs) checks every backward step and stays quiet
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                                  # "anomaly detection enabled"
+        with torch.autograd.detect_anomaly():
+            (masked_softmax(scores, mask) * r).sum().backward()
+    assert torch.isfinite(scores.grad).all()
 
 
 def test_masked_softmax_with_causal_and_padding_masks():

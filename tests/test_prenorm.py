@@ -163,3 +163,26 @@ def test_last_layer_gradient_against_depth_follows_theorem_1():
     from llmcourse.train import set_seed
     x, y = get_batch(ids, 8, 16, generator=set_seed(1234))          # column 0: seed 0, first batch
     torch.testing.assert_close(pre[0, 0], ffn_grad_norms(make_lm("pre", 20, n_layers=2, seed=0), x, y)[-1])
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_norm_lm_equals_pytorch_encoder_stack_with_final_norm(position):
+    """NormLM = embedding, nn.TransformerEncoder(norm_first=...) under a causal mask, the final
+    LayerNorm for Pre-LN only (Xiong et al.), the read-out; weights copied."""
+    from test_transformer import _copy_norm, copy_encoder_layer
+
+    pre = position == "pre"
+    model = make_lm(position, vocab=20, n_layers=3, d_model=16, n_heads=2, d_ff=32, seed=2).eval()
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=pre)
+    ref = nn.TransformerEncoder(layer, 3, norm=nn.LayerNorm(16) if pre else None, enable_nested_tensor=False).eval()
+    for ours_l, ref_l in zip(model.layers, ref.layers):
+        copy_encoder_layer(ours_l, ref_l)
+    if pre:
+        with torch.no_grad():
+            _copy_norm(model.final_norm, ref.norm)
+    else:
+        assert isinstance(model.final_norm, nn.Identity)
+    idx = torch.randint(0, 20, (2, 9))
+    causal = torch.ones(9, 9, dtype=torch.bool).tril()
+    want = model.out(ref(model.embed(idx), mask=~causal))
+    torch.testing.assert_close(model(idx)[0], want, atol=1e-5, rtol=1e-5)

@@ -231,3 +231,115 @@ def test_sweep_script_runs_and_shipped_results_are_complete(tmp_path):
         for n, runs in res["workers"].items():                  # chapter 20 plots against measured time
             assert all(len(r["time_curve"]) == len(res["worker_grid"]) and r["train_seconds"] > 0 for r in runs)
     assert len(shipped["seeds"]) >= 3
+
+
+# ----------------------------------------------------------------------------- the trainers' losses and updates
+
+
+def _batch(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(n, 4, generator=g)
+    return {"obs": obs, "actions": torch.randint(0, 2, (n,), generator=g),
+            "logp": torch.log(torch.rand(n, generator=g) * 0.6 + 0.2),
+            "values": torch.randn(n, generator=g), "advantages": torch.randn(n, generator=g) * 2 + 0.5,
+            "returns": torch.randn(n, generator=g)}
+
+
+def test_a2c_loss_is_policy_gradient_value_and_entropy_terms():
+    """The loss and its gradients against the formula written out: the advantage R - V is a
+    constant for the policy term (no policy gradient reaches the critic), entropy is a bonus."""
+    from llmcourse.rl import a2c_loss
+
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2)
+    b = _batch()
+    cfg = A2CConfig(ent_coef=0.3, vf_coef=0.7)
+    loss, stats = a2c_loss(model, b["obs"], b["actions"], b["returns"], cfg)
+    logits, v = model(b["obs"])
+    logp = torch.log_softmax(logits, -1)[torch.arange(48), b["actions"]]
+    p = torch.softmax(logits, -1)
+    entropy = -(p * p.log()).sum(-1).mean()
+    want = (-(logp * (b["returns"] - v.detach())).mean() + 0.7 * 0.5 * ((v - b["returns"]) ** 2).mean()
+            - 0.3 * entropy)
+    params = list(model.parameters())
+    for got_g, want_g in zip(torch.autograd.grad(loss, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(got_g, want_g)
+    torch.testing.assert_close(loss, want)
+    assert stats["entropy"] == pytest.approx(entropy.item(), rel=1e-5)
+    pg_only, _ = a2c_loss(model, b["obs"], b["actions"], b["returns"], A2CConfig(ent_coef=0.0, vf_coef=0.0))
+    for p_ in model.critic.parameters():                      # the advantage is a constant to the actor's loss
+        assert torch.autograd.grad(pg_only, p_, retain_graph=True)[0].abs().max() == 0
+
+
+def test_ppo_update_is_adam_on_the_clipped_objective():
+    """One epoch, one minibatch: ppo_update takes exactly the Adam step of
+    clip loss (normalised advantages) + vf * clipped value loss - ent * entropy."""
+    import copy
+
+    from llmcourse.rl import ppo_update
+
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2)
+    twin = copy.deepcopy(model)
+    b = _batch()
+    cfg = PPOConfig(update_epochs=1, num_minibatches=1, clip_eps=0.2, clip_vloss=True, ent_coef=0.05,
+                    vf_coef=0.7, max_grad_norm=1e9, norm_adv=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-5)
+    stats = ppo_update(model, opt, b, cfg)
+    opt2 = torch.optim.Adam(twin.parameters(), lr=1e-2, eps=1e-5)
+    logits, v = twin(b["obs"])
+    logp = torch.log_softmax(logits, -1)[torch.arange(48), b["actions"]]
+    adv = (b["advantages"] - b["advantages"].mean()) / (b["advantages"].std() + 1e-8)
+    ratio = (logp - b["logp"]).exp()
+    pg = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+    v_clip = b["values"] + (v - b["values"]).clamp(-0.2, 0.2)
+    vl = 0.5 * torch.max((v - b["returns"]) ** 2, (v_clip - b["returns"]) ** 2).mean()
+    p = torch.softmax(logits, -1)
+    ent = -(p * p.log()).sum(-1).mean()
+    (pg + 0.7 * vl - 0.05 * ent).backward()
+    opt2.step()
+    for a, w in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, w, atol=1e-6, rtol=1e-5)
+    assert stats["policy_loss"] == pytest.approx(pg.item(), rel=1e-5, abs=1e-7)
+    assert stats["value_loss"] == pytest.approx(vl.item(), rel=1e-5)
+    assert stats["entropy"] == pytest.approx(ent.item(), rel=1e-5)
+
+
+def test_ppo_update_takes_epochs_times_minibatches_steps():
+    from llmcourse.rl import ppo_update
+
+    torch.manual_seed(0)
+    model = ActorCritic(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    ppo_update(model, opt, _batch(), PPOConfig(update_epochs=3, num_minibatches=4))
+    assert [float(s["step"]) for s in opt.state.values()] == [12.0] * len(list(model.parameters()))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+class Heuristic(torch.nn.Module):
+    """A fixed CartPole policy (push toward the pole's lean), some episodes short, some cut at 500 steps."""
+
+    def __init__(self):
+        super().__init__()
+        lean = lambda obs: obs[..., 2] + 0.3 * obs[..., 3] - 0.5 * obs[..., 1]   # noqa: E731
+        self.actor = lambda obs: torch.stack([-lean(obs), lean(obs)], -1)
+
+
+def test_evaluate_counts_each_environments_first_episode_once():
+    """evaluate's mean equals episodes played one by one with gym, seeded seed + i, greedy actions."""
+    model = Heuristic()
+    want = []
+    for i in range(6):
+        env = gym.make("CartPole-v1")
+        obs, _ = env.reset(seed=123 + i)
+        total, done = 0.0, False
+        while not done:
+            action = int(model.actor(torch.as_tensor(obs)).argmax())
+            obs, r, term, trunc, _ = env.step(action)
+            total += r
+            done = term or trunc
+        want.append(total)
+    assert min(want) < 200 and max(want) == 500                  # terminated and truncated episodes both
+    assert evaluate(model, episodes=6, seed=123) == pytest.approx(np.mean(want))

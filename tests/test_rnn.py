@@ -82,3 +82,55 @@ def test_overfits_a_tiny_batch(attention):
     out = model.greedy_decode(data.src, data.tgt.size(1), BOS, EOS)
     for row, ref in zip(out, data.tgt):
         assert TGT_VOCAB.decode(row) == TGT_VOCAB.decode(ref)
+
+
+def test_summary_is_the_final_forward_and_backward_states():
+    """c (RNNencdec) = [forward state after the last real token; backward state after the first],
+    read off the per-position annotations h_j = [fwd_j; bwd_j], padding skipped by packing."""
+    torch.manual_seed(0)
+    model = GRUSeq2Seq(RNNConfig(12, 14, emb=8, hidden=10, attention=False)).eval()
+    src, _ = batch()
+    with torch.no_grad():
+        h, summary, mask = model.encode(src)
+    for b, n in enumerate(mask.sum(1).tolist()):
+        torch.testing.assert_close(summary[b], torch.cat([h[b, n - 1, :10], h[b, 0, 10:]]))
+        if n < src.size(1):                                       # padded positions carry nothing
+            assert h[b, n:].abs().max() == 0
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_decoder_step_reads_the_context_in_the_state_and_the_readout(attention):
+    """s_i = GRU([E y_{i-1}; c_i], s_{i-1}), logits = W_o [s_i; c_i; E y_{i-1}] + b_o, with c_i from
+    s_{i-1} (RNNsearch) or c fixed (RNNencdec)."""
+    torch.manual_seed(0)
+    model = GRUSeq2Seq(RNNConfig(12, 14, emb=8, hidden=10, attention=attention)).eval()
+    src, tgt_in = batch()
+    with torch.no_grad():
+        h, summary, mask, s, Uh = model._start(src)
+        y = tgt_in[:, 1]
+        s_new, logits, alpha = model._step(y, s, h, Uh, summary, mask)
+        c = model.attn(s, Uh, h, mask)[0] if attention else summary
+        e = model.tgt_embed(y)
+        want_s = model.cell(torch.cat([e, c], -1), s)
+        torch.testing.assert_close(s_new, want_s)
+        torch.testing.assert_close(logits, model.readout(torch.cat([want_s, c, e], -1)))
+        # the state itself depends on the context: another source, same s and y, another s_i
+        h2, summary2, mask2, _, Uh2 = model._start(src.flip(0))
+        assert not torch.allclose(model._step(y, s, h2, Uh2, summary2, mask2)[0], s_new)
+
+
+def test_greedy_decode_pads_after_eos_and_stops_when_all_are_done():
+    model = GRUSeq2Seq(RNNConfig(12, 14, emb=8, hidden=10)).eval()
+    rows = [[5, EOS, 7, 8, 9], [5, 6, EOS, 8, 9], [4, 4, 4, 4, 4]]
+    src, _ = batch()
+    for n, want in ((3, [[5, EOS, PAD, PAD, PAD], [5, 6, EOS, PAD, PAD], [4] * 5]),
+                    (2, [[5, EOS, PAD], [5, 6, EOS]])):
+        steps = iter(range(5))
+
+        def scripted(y, s, h, Uh, summary, mask):
+            t = next(steps)
+            logits = torch.zeros(y.size(0), 14)
+            logits[torch.arange(y.size(0)), torch.tensor([r[t] for r in rows[:n]])] = 1.0
+            return s, logits, None
+        model._step = scripted
+        assert model.greedy_decode(src[:n], max_len=5, bos_id=BOS, eos_id=EOS).tolist() == want

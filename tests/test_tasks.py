@@ -103,3 +103,20 @@ def test_reference_alignment_points_at_the_translated_word():
             else:
                 assert tasks.INVERSE[word] == src[j]
         assert sorted(j for j in align if j is not None) == list(range(len(src)))
+
+
+def test_train_and_validation_sets_are_independent_draws():
+    """Different seeds: the validation set is not a prefix or a copy of the training set, and an
+    exact sentence repeat between them is rare (only short sentences can collide)."""
+    train, val = make_splits(n_train=400, n_val=100, min_len=6, max_len=12, seed=3)
+    train_src = {tuple(s) for s, _ in train.pairs}
+    assert sum(tuple(s) in train_src for s, _ in val.pairs) <= 2
+    assert [p for p in val.pairs] != train.pairs[:100]
+    again, _ = make_splits(n_train=100, n_val=10, min_len=6, max_len=12, seed=3)
+    assert again.pairs == train.pairs[:100]                   # the training set depends on its seed only
+
+
+def test_vocab_decode_stops_at_eos_and_skips_padding():
+    ids = [BOS] + TGT_VOCAB.encode(translate(["cat", "sees"])) + [EOS, TGT_VOCAB.stoi["ga"], PAD]
+    assert TGT_VOCAB.decode(ids) == translate(["cat", "sees"])
+    assert TGT_VOCAB.decode(torch.tensor([PAD, 3, PAD, 4])) == [TGT_VOCAB.itos[3], TGT_VOCAB.itos[4]]

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from llmcourse.attention import causal_mask
 from llmcourse.tasks import BOS, EOS, PAD, SRC_VOCAB, TGT_VOCAB, TaskConfig, encode_pairs, make_pairs
-from llmcourse.transformer import (DecoderLayer, EncoderLayer, Seq2SeqTransformer, TransformerConfig,
+from llmcourse.transformer import (DecoderLayer, Embedding, EncoderLayer, Seq2SeqTransformer, TransformerConfig,
                                    label_smoothed_cross_entropy, noam_lr, sinusoidal_encoding)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,3 +179,161 @@ def test_shipped_ch02_results_match_the_script():
         assert len(r["final_exact_each"]) == len(r["src_len"]) == res["meta"]["n_val"]
         assert len(r["epoch_cpu_seconds"]) == 16 and r["eval_epochs"][-1] == 16
         assert r["exact"][-1] == sum(r["final_exact_each"]) / len(r["final_exact_each"])
+
+
+# ----------------------------------------------------------------------------- the whole model against nn.Transformer
+
+
+def _copy_attention(ours, ref):
+    ref.in_proj_weight.copy_(torch.cat([ours.w_q.weight, ours.w_k.weight, ours.w_v.weight]))
+    ref.in_proj_bias.copy_(torch.cat([ours.w_q.bias, ours.w_k.bias, ours.w_v.bias]))
+    ref.out_proj.weight.copy_(ours.w_o.weight)
+    ref.out_proj.bias.copy_(ours.w_o.bias)
+
+
+def _copy_norm(ours, ref):
+    """Random affine parameters (not the 1 and 0 of a fresh LayerNorm), the same in both."""
+    ours.weight.copy_(torch.randn_like(ours.weight) * 0.5 + 1)
+    ours.bias.copy_(torch.randn_like(ours.bias) * 0.5)
+    ref.weight.copy_(ours.weight)
+    ref.bias.copy_(ours.bias)
+
+
+def copy_decoder_layer(ours, ref):
+    with torch.no_grad():
+        _copy_attention(ours.self_attn, ref.self_attn)
+        _copy_attention(ours.cross_attn, ref.multihead_attn)
+        for name in ("linear1", "linear2"):
+            getattr(ref, name).weight.copy_(getattr(ours.ff, name).weight)
+            getattr(ref, name).bias.copy_(getattr(ours.ff, name).bias)
+        for name in ("norm1", "norm2", "norm3"):
+            _copy_norm(getattr(ours, name), getattr(ref, name))
+
+
+def copy_encoder_layer(ours, ref):
+    with torch.no_grad():
+        _copy_attention(ours.self_attn, ref.self_attn)
+        for name in ("linear1", "linear2"):
+            getattr(ref, name).weight.copy_(getattr(ours.ff, name).weight)
+            getattr(ref, name).bias.copy_(getattr(ours.ff, name).bias)
+        for name in ("norm1", "norm2"):
+            _copy_norm(getattr(ours, name), getattr(ref, name))
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_decoder_layer_matches_pytorch(position):
+    """Masked self-attention, cross-attention over a padded memory, feed-forward; Post- and Pre-LN."""
+    torch.manual_seed(0)
+    cfg = small_cfg(norm_position=position)
+    ours = DecoderLayer(cfg).eval()
+    ref = nn.TransformerDecoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, dropout=0.0, activation="relu",
+                                     batch_first=True, norm_first=(position == "pre")).eval()
+    copy_decoder_layer(ours, ref)
+    y, memory = torch.randn(2, 5, cfg.d_model), torch.randn(2, 7, cfg.d_model)
+    real = torch.arange(7) < torch.tensor([[7], [4]])                 # (B, S): the second source is padded
+    causal = causal_mask(5)
+    got, w_self, w_cross = ours(y, memory, causal, real[:, None, None, :])
+    want = ref(y, memory, tgt_mask=~causal, memory_key_padding_mask=~real)   # PyTorch: True = may NOT attend
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert w_self.shape == (2, 4, 5, 5) and w_cross.shape == (2, 4, 5, 7)
+    assert w_cross[1, :, :, 4:].abs().max() == 0 and w_self.triu(1).abs().max() == 0
+    ref.norm_first = position != "pre"                                # the other placement differs
+    assert not torch.allclose(got, ref(y, memory, tgt_mask=~causal, memory_key_padding_mask=~real), atol=1e-3)
+
+
+@pytest.mark.parametrize("position", ["post", "pre"])
+def test_seq2seq_equals_nn_transformer_with_copied_weights(position):
+    """The whole encoder-decoder (padding and causal masks, final norms of Pre-LN, tied output)
+    against nn.Transformer fed the same embeddings; Post-LN has no final norms (the paper)."""
+    torch.manual_seed(0)
+    cfg = small_cfg(norm_position=position, n_layers=2)
+    pre = position == "pre"
+    ours = Seq2SeqTransformer(cfg).eval()
+    with warnings.catch_warnings():                       # "enable_nested_tensor is True, but ...": we never use it
+        warnings.simplefilter("ignore", UserWarning)
+        ref = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.n_layers, cfg.d_ff, dropout=0.0,
+                             batch_first=True, norm_first=pre).eval()
+    for ours_l, ref_l in zip(ours.encoder, ref.encoder.layers):
+        copy_encoder_layer(ours_l, ref_l)
+    for ours_l, ref_l in zip(ours.decoder, ref.decoder.layers):
+        copy_decoder_layer(ours_l, ref_l)
+    if pre:
+        with torch.no_grad():
+            _copy_norm(ours.enc_norm, ref.encoder.norm)
+            _copy_norm(ours.dec_norm, ref.decoder.norm)
+    else:
+        ref.encoder.norm = ref.decoder.norm = None
+    src = torch.randint(3, 11, (3, 7))
+    src[1, 5:] = PAD
+    src[2, 2:] = PAD
+    tgt = torch.randint(3, 13, (3, 6))
+    pad = src == PAD
+    # with gradients on, PyTorch takes its reference path (no nested-tensor fast path)
+    out = ref(ours.src_embed(src), ours.tgt_embed(tgt), tgt_mask=~causal_mask(6), src_key_padding_mask=pad,
+              memory_key_padding_mask=pad)
+    torch.testing.assert_close(ours(src, tgt), ours.out(out), atol=1e-5, rtol=1e-5)
+    memory = ours.encode(src)
+    enc = ref.encoder(ours.src_embed(src), src_key_padding_mask=pad)
+    torch.testing.assert_close(memory[~pad], enc[~pad], atol=1e-5, rtol=1e-5)
+
+
+def test_embedding_is_scaled_token_plus_position():
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    emb = Embedding(13, cfg).eval()
+    ids = torch.randint(0, 13, (2, 9))
+    want = emb.tok.weight[ids] * math.sqrt(cfg.d_model) + sinusoidal_encoding(cfg.max_len, cfg.d_model)[:9]
+    torch.testing.assert_close(emb(ids), want)
+
+
+# ----------------------------------------------------------------------------- greedy decoding
+
+
+def test_greedy_decode_is_the_stepwise_argmax_of_the_model():
+    """Each token is the argmax of the teacher-forced logits after the tokens chosen so far."""
+    torch.manual_seed(1)
+    model = Seq2SeqTransformer(small_cfg(norm_position="pre")).eval()
+    src = torch.randint(3, 11, (4, 6))
+    src[3, 3:] = PAD
+    got = model.greedy_decode(src, max_len=7, bos_id=BOS, eos_id=EOS)
+    ys = torch.full((4, 1), BOS)
+    with torch.no_grad():
+        for _ in range(7):
+            ys = torch.cat([ys, model(src, ys)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    want = ys[:, 1:]
+    for row, ref in zip(got.tolist(), want.tolist()):                 # compared up to each row's EOS
+        cut = ref.index(EOS) + 1 if EOS in ref else len(ref)
+        assert row[:cut] == ref[:cut]
+
+
+def scripted(rows, vocab):
+    """Logits (B, T, V) whose last position's argmax follows ``rows[b][T-1]``."""
+    def logits(T):
+        out = torch.zeros(len(rows), T, vocab)
+        for b, r in enumerate(rows):
+            out[b, -1, r[T - 1]] = 1.0
+        return out
+    return logits
+
+
+def test_greedy_decode_pads_after_eos_and_stops_when_all_are_done():
+    model = Seq2SeqTransformer(small_cfg()).eval()
+    rows = [[5, EOS, 7, 8, 9, 10], [5, 6, 7, EOS, 9, 10], [4, 4, 4, 4, 4, 4]]
+    src = torch.randint(3, 11, (3, 4))
+    for n, want in ((3, [[5, EOS, PAD, PAD, PAD, PAD], [5, 6, 7, EOS, PAD, PAD], [4] * 6]),
+                    (2, [[5, EOS, PAD, PAD], [5, 6, 7, EOS]])):           # both done after 4 steps: stop
+        script = scripted(rows[:n], 13)
+        model.decode = lambda ys, memory, src, attn=None: script(ys.size(1))
+        assert model.greedy_decode(src[:n], max_len=6, bos_id=BOS, eos_id=EOS).tolist() == want
+
+
+def test_predict_cuts_at_eos():
+    from llmcourse.seq2seq_train import predict
+    from llmcourse.tasks import Seq2SeqData
+
+    class Fixed(nn.Module):
+        def greedy_decode(self, src, max_len, bos_id, eos_id):
+            return torch.tensor([[5, 6, EOS, PAD], [7, 7, 7, 7], [EOS, PAD, PAD, PAD]])[: src.size(0)]
+    data = Seq2SeqData(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 3, dtype=torch.long),
+                       torch.tensor([2, 2, 2]), [None] * 3)
+    assert predict(Fixed(), data) == [[5, 6], [7, 7, 7, 7], []]
