@@ -35,7 +35,7 @@ make, code_ = G[0], G[1]
 
 
 def look(where):
-    """What the pre-cell hook does: the comparison, run from G, which no attack can reach here."""
+    """What the cell hooks do: the comparison, run from G, which no attack can reach here."""
     return make(code_, {"__builtins__": {}})(G, where)
 
 
@@ -154,7 +154,9 @@ def check_state(fn):
     assert torch._C._len_torch_function_stack() == 0
 expect("honest state", check_state, None)
 out["state after"] = [str(torch.get_default_dtype()), torch.is_grad_enabled(), torch._C._len_torch_function_stack()]
+torch.use_deterministic_algorithms(True)       # imports torch._dynamo, which wraps torch.manual_seed
 out["honest found"] = look("honest")
+out["manual_seed"] = torch.manual_seed is torch.random.manual_seed
 print("GUARD-TEST " + json.dumps(out))
 '''
 
@@ -238,7 +240,7 @@ def test_tampering_in_a_dunder_during_a_check_fails_the_check(report):
 def test_honest_global_state_is_set_aside_for_the_check_and_put_back(report):
     assert report["honest state"] == "passed"
     assert report["state after"] == ["torch.float64", False, 1]
-    assert report["honest found"] == []
+    assert report["honest found"] == [] and report["manual_seed"]      # put back, without a note
 
 
 # ----------------------------------------------------------------------------- the source scan

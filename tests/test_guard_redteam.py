@@ -17,7 +17,7 @@ keep full marks.
 
 Methods (each applied to every name, function, ... of its groups):
 
-- before a cell (in the first solution cell; the guard's pre-cell hook must undo it):
+- in a cell (the first solution cell; the guard's cell hooks must undo it before the tests):
   ``attr-<group>`` rebinds every name of the group's modules and every attribute of their
   classes with ``mod.name = fake`` (one submission per group: guard, common, each
   assignment's checks, the packages, the other llmcourse modules, so that a group whose
@@ -395,7 +395,7 @@ def rt_report():
         if not ok:
             out["unrestored"].append(r["kind"] + " " + r["label"])
         seen = any(s.startswith(tuple(r["prefixes"])) and s.endswith(r["suffix"])
-                   for where, found in events if (where == "before a cell") == (r["when"] == "before")
+                   for where, found in events if (where in ("after a cell", "before a cell")) == (r["when"] == "before")
                    for s in found)
         if not seen:
             out["undetected"].append(r["kind"] + " " + r["label"])

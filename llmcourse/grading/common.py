@@ -276,7 +276,7 @@ def _make_watcher(forbid: Forbidden, watch: tuple):
             code = frame.f_code
             hit = codes_get(code) or files_get(code.co_filename)
             mod = grading_get(code.co_filename) if hit is None else None
-            qual = code.co_qualname
+            qual = code.co_qualname if mod is not None else ""
             if mod is not None and ("<locals>" in qual or "." not in qual):    # not a method of a class
                 f = frame.f_back
                 while f is not None:                            # who called it: the grader, or the learner?

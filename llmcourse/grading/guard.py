@@ -8,17 +8,20 @@ cases) so that wrong code passes. When the kernel starts, the guard takes a snap
 all of it, **by value**: the attributes of every guarded module (``sys.modules`` entries
 and the modules' types included) and class, and for every function found there its code,
 default arguments, keyword defaults, closure cells and attributes; for the course's own
-modules also the contents of their lists, dicts and objects. Before every cell, after
-every call the checks make into learner code (:func:`llmcourse.grading.common.call_learner`)
-and at the end of every check (:func:`llmcourse.grading.common.graded`) it compares the
-interpreter with the snapshot, puts back whatever differs, and says so: before a cell
-with a note in that cell's output, inside a check by failing it with "tampering detected".
+modules also the contents of their lists, dicts and objects. After every cell and before
+the next, after every call the checks make into learner code
+(:func:`llmcourse.grading.common.call_learner`) and at the end of every check
+(:func:`llmcourse.grading.common.graded`) it compares the interpreter with the snapshot,
+puts back whatever differs, and says so: for a cell with a note in its output ("tampering
+detected by this cell"), inside a check by failing it with "tampering detected". Undoing a
+cell's changes right after it also keeps the kernel alive: with ``builtins.isinstance``
+replaced, ipykernel itself could not send the cell's reply.
 
 Nothing the guard runs can be switched off by rebinding a name. The comparison is one
 function, :func:`_core`, that uses no global or builtin name: it is run as a fresh function
 object built from its code object (immutable) with empty globals, and it gets the snapshot
-and the C functions it needs in one tuple (immutable), ``G``. The pre-cell hook holds ``G``
-in a closure that only IPython's event list refers to; the checks read ``G`` from
+and the C functions it needs in one tuple (immutable), ``G``. The cell hooks hold ``G``
+in closures that only IPython's event list refers to; the checks read ``G`` from
 :mod:`~llmcourse.grading.common` when they start, while everything is as in the snapshot,
 and keep it in local variables, which learner code cannot reach by name::
 
@@ -64,6 +67,10 @@ SYS_ATTRS = ("modules", "setprofile", "getprofile", "settrace", "gettrace", "_ge
 IPYTHON_MANAGED = frozenset({("builtins", n) for n in ("input", "raw_input", "get_ipython", "display", "exit",
                                                        "quit", "_", "__", "___", "help", "__IPYTHON__")}
                             | {("torch", "Storage")})
+#: changes torch makes by itself, restored without a note: importing ``torch._dynamo`` (which
+#: ``torch.use_deterministic_algorithms`` does) wraps ``torch.manual_seed``; ``torch.compile``
+#: switches off the validation of distributions' arguments
+SILENT = frozenset({("torch", "manual_seed"), ("torch.distributions.distribution.Distribution", "_validate_args")})
 #: where ``G`` is kept: the checks find it in common, the guard's own functions here (the only
 #: snapshot entries whose value is ``G`` itself)
 GUARD_SLOTS = {"llmcourse.grading.common": "_GUARD", "llmcourse.grading.guard": "_G"}
@@ -100,7 +107,7 @@ def _core(G, where):
      getkwdefaults, getdict, getcell, obj_setattr, obj_getattr, type_setattr, type_delattr, get_bases, MISSING,
      LookupError_, ValueError_, Exception_, getprofile, setprofile, gettrace, settrace, sys_modules,
      builtin_names) = K
-    hooks, sysmods, modules, funcs, cells, classes, containers, instances = S
+    hooks, sysmods, modules, funcs, cells, classes, containers, instances, silent = S
     found = []
 
     # trace and profile functions first: one left behind would watch the rest of this
@@ -203,7 +210,7 @@ def _core(G, where):
     except LookupError_:
         same = False
     if not same:
-        for qual, cls, meta, proxy, keys, vals, keyset, saved_bases in entries:
+        for qual, cls, meta, proxy, keys, vals, keyset, saved_bases, size in entries:
             if type_(cls) is not meta:
                 obj_setattr(cls, "__class__", meta)
                 found.append(f"the metaclass of {qual} was changed")
@@ -221,7 +228,7 @@ def _core(G, where):
                     except Exception_:
                         pass
                     found.append(f"{qual}.{k} was " + ("deleted" if cur is MISSING else "replaced"))
-            if len_(proxy) != len_(keys):
+            if len_(proxy) != size:
                 for k in list_(proxy):
                     if type_(k) is not str_ or k not in keyset:
                         try:
@@ -261,6 +268,14 @@ def _core(G, where):
                 obj_setattr(obj, "__dict__", dobj)
                 found.append(f"the attributes of {desc} were replaced")
 
+    # what torch changes by itself: put back, without a note
+    for obj, is_class, k, v in silent:
+        if is_class:
+            if obj.__dict__.get(k, MISSING) is not v:
+                type_setattr(obj, k, v)
+        elif obj.get(k, MISSING) is not v:
+            obj[k] = v
+
     if found:
         events.append((where, found))
     return found
@@ -274,6 +289,7 @@ class _Snapshot:
 
     def __init__(self):
         self.modules, self.funcs, self.cells, self.classes, self.containers, self.instances = [], [], [], [], [], []
+        self.silent: list = []
         self.seen: set[int] = set()
 
     def _once(self, obj) -> bool:
@@ -289,7 +305,8 @@ class _Snapshot:
             additions = _NO_ADDITIONS
         else:
             keys = tuple(k for k in d if type(k) is str and (name, k) not in IPYTHON_MANAGED
-                         and k != GUARD_SLOTS.get(name))
+                         and k != GUARD_SLOTS.get(name) and (name, k) not in SILENT)
+            self.silent += [(d, False, k, d[k]) for k in d if (name, k) in SILENT]
             additions = (_NO_ADDITIONS if name == "builtins"
                          else _STRICT if name.startswith("llmcourse.grading") else _SHADOWING)
         selfkey = GUARD_SLOTS.get(name)
@@ -352,9 +369,10 @@ class _Snapshot:
         if not self._once(cls):
             return
         proxy = vars(cls)
-        keys = tuple(proxy)
-        self.classes.append((qual, cls, type(cls), proxy, keys, tuple(proxy[k] for k in keys), frozenset(keys),
-                             cls.__bases__))
+        keys = tuple(k for k in proxy if (qual, k) not in SILENT)
+        self.silent += [(cls, True, k, proxy[k]) for k in proxy if (qual, k) in SILENT]
+        self.classes.append((qual, cls, type(cls), proxy, keys, tuple(proxy[k] for k in keys), frozenset(proxy),
+                             cls.__bases__, len(proxy)))
         for k in keys:
             v = proxy[k]
             if course or isinstance(v, (types.FunctionType, staticmethod, classmethod, property, type)):
@@ -379,7 +397,7 @@ class _Snapshot:
         cls = [c for c in self.classes if c[4]]
         classes = (tuple(self.classes), tuple(c[1] for c in self.classes), tuple(c[2] for c in self.classes),
                    tuple(c[7] for c in self.classes), tuple(c[3] for c in cls), tuple(getter(c[4]) for c in cls),
-                   tuple(chain.from_iterable(padded(c[4], c[5]) for c in cls)), tuple(len(c[4]) for c in cls))
+                   tuple(chain.from_iterable(padded(c[4], c[5]) for c in cls)), tuple(c[8] for c in cls))
         lists = [(d, o, tuple(o)) for d, o, kind in self.containers if kind == 0]
         dicts = [(d, o, tuple(o), tuple(o.values())) for d, o, kind in self.containers if kind == 1]
         sets = [(d, o, tuple(o)) for d, o, kind in self.containers if kind == 2]
@@ -399,6 +417,7 @@ class _Snapshot:
             classes,
             containers,
             instances,
+            tuple(self.silent),
         )
 
 
@@ -477,36 +496,44 @@ def events() -> list:
     return [] if _G is None else [(w, list(f)) for w, f in _G[4]]
 
 
-def note(found: list, where: str = "before this cell") -> str:
+def note(found: list, says: str = "before this cell") -> str:
     """The line a detection puts in the feedback."""
     more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
-    return (f"note: tampering detected {where}: " + "; ".join(found[:5]) + more
-            + ". The grader put the originals back, so this cell ran against them.\n")
+    return (f"note: tampering detected {says}: " + "; ".join(found[:5]) + more
+            + ". The grader put the originals back; the tests run against them.\n")
 
 
-def _make_hook(G, stream):
-    """The pre-cell hook: a closure that only IPython's event list refers to."""
+def _make_hook(G, stream, where: str, says: str):
+    """A cell hook: a closure that only IPython's event list refers to."""
     make, code, write = G[0], G[1], stream.write
 
-    def guard_before_cell(info=None):
-        found = make(code, {"__builtins__": {}})(G, "before a cell")
+    def guard_cell_hook(*args):
+        found = make(code, {"__builtins__": {}})(G, where)
         if found:
-            write(note(found))
+            write(note(found, says))
             try:
                 stream.flush()
             except Exception:
                 pass
 
-    return guard_before_cell
+    return guard_cell_hook
+
+
+#: IPython events the guard hooks into: right after a cell (so that what the cell changed is
+#: undone before IPython and the kernel go on: a replaced builtin would hang the kernel's
+#: reply) and right before the next one
+HOOKS = (("post_run_cell", "after a cell", "by this cell"), ("pre_run_cell", "before a cell", "before this cell"))
 
 
 def load_ipython_extension(ip) -> None:
     """IPython entry point (``--ext=llmcourse.grading.guard``)."""
     G = install()
-    ip.events.register("pre_run_cell", _make_hook(G, sys.stdout))
+    for event, where, says in HOOKS:
+        ip.events.register(event, _make_hook(G, sys.stdout, where, says))
 
 
 def unload_ipython_extension(ip) -> None:
-    for cb in list(ip.events.callbacks.get("pre_run_cell", [])):
-        if getattr(cb, "__qualname__", "") == "_make_hook.<locals>.guard_before_cell":
-            ip.events.unregister("pre_run_cell", cb)
+    for event, _, _ in HOOKS:
+        for cb in list(ip.events.callbacks.get(event, [])):
+            if getattr(cb, "__qualname__", "") == "_make_hook.<locals>.guard_cell_hook":
+                ip.events.unregister(event, cb)
