@@ -40,7 +40,7 @@ the change (its events) and put the original back, by identity and by value, and
 report that the test reads. So each name is checked separately, and a regression for any
 one of them (not snapshotted, not restored, not reported) fails the test with that name;
 and a score other than exactly :data:`WRONG_SCORE` fails it too. 18 tampering submissions
-and 2 canaries: about a minute of two workers.
+and 2 canaries: about 90 s of two workers.
 
 Also checked: every submission has status ``tampered`` with a message; the canaries have
 status ``graded``, full marks and no note; ``nbgrader export`` works afterwards.
