@@ -10,6 +10,7 @@ One synthetic assignment holds the solution and hidden test cells of all four as
 - **honest code is never marked tampered**: the solutions with a corpus of honest idioms
   (seeding, ``torch.backends.cudnn.deterministic``, thread counts, warning filters, print
   options, a default dtype left at float64 or set and restored, ``%matplotlib inline``,
+  ``%autoreload 2``, a progress bar,
   printing and warning inside the graded functions, local helpers named like library
   functions, ...) keep full marks, status ``graded``, and no "tampering detected" anywhere;
   the source scan's notes are notes;
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.slow
 A = "fair"
 
 TOP_IDIOMS = '''\
+%load_ext autoreload
+%autoreload 2
 %matplotlib inline
 import random
 import warnings
@@ -60,6 +63,9 @@ torch.set_default_dtype(torch.float64)      # left on: the checks run in float32
 torch.autograd.set_detect_anomaly(False)
 torch.set_grad_enabled(False)               # left off: the checks switch gradients on for themselves
 print("set-up done")
+from tqdm.auto import tqdm
+for _ in tqdm(range(3), desc="warming up"):
+    pass
 
 
 def softmax(x, dim=-1):                     # a local helper named like a library function
