@@ -1,7 +1,8 @@
 """Red team: broken and hostile submissions graded by ``llmcourse grade`` in one batch with honest ones.
 
-For every hostile submission: no credit beyond what it earned, a clear status or message
-in the CSV and the feedback, and the rest of the batch graded. The honest submissions'
+For every hostile submission: exactly the score its code earns (what the parts it did not
+break earn, none for what it broke), a clear status or message in the CSV and the
+feedback, and the rest of the notebook and of the batch graded. The honest submissions'
 grades equal their grades when graded alone; the gradebook, the course's sources and the
 other students' files are intact; ``nbgrader export`` still works; a rerun regrades
 nothing unless forced, and a forced rerun gives the same grades.
@@ -18,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -37,8 +39,8 @@ WRONG_SDPA = ("import torch\n"
               "def scaled_dot_product_attention(q, k, v, mask=None):\n"
               "    w = torch.softmax(q @ k.transpose(-2, -1), dim=-1)   # no 1/sqrt(dk)\n"
               "    return w @ v, w\n")
-#: garbage attention keeps shapes right, so multi-head's shape test may pass: 2 points
-GARBAGE_MOST = POINTS["heads"] + 2
+#: garbage attention: every attention test fails; split/merge heads (the solution) earn theirs
+GARBAGE = POINTS["heads"]
 GARBAGE_SDPA = ("def scaled_dot_product_attention(q, k, v, mask=None):\n"
                 "    return q, q[..., :k.shape[-2]]\n")
 
@@ -60,7 +62,10 @@ def notebook(sources: dict[str, str], edit: dict[str, str] | None = None, delete
 
 
 def submissions(root: Path) -> dict:
-    """student -> (files {name: str|NotebookNode}, highest score it may get, words its status/messages show)."""
+    """student -> (files {name: str|NotebookNode}, the exact score it earns, words its status/messages show).
+
+    A part that a broken cell leaves undefined fails, and so does multi-head attention when
+    the attention or the head split it uses is missing; everything else keeps its points."""
     sol = solution_sources(A)
 
     def with_(**parts):
@@ -82,16 +87,17 @@ def submissions(root: Path) -> dict:
         hostile_writes["writes_elsewhere"] = (one(notebook(with_(sdpa=writer))), FULL, [])
     return {**hostile_writes,
         "honest_full": (one(notebook(sol)), FULL, []),
-        "honest_partial": (one(notebook(with_(mha=sol["mha"].replace("return self.w_o(", "return (")))), FULL, []),
+        "honest_partial": (one(notebook(with_(mha=sol["mha"].replace("return self.w_o(", "return (")))),
+                           FULL - 7, []),             # no output projection: mha values and masks
         "syntax_error": (one(notebook(with_(sdpa="def scaled_dot_product_attention(q, k, v, mask=None:\n    pass\n"))),
-                         POINTS["heads"], ["syntax error"]),
+                         POINTS["heads"], ["syntax error"]),       # no attention: sdpa and mha fail
         "import_error": (one(notebook(with_(sdpa="import not_a_module_anyone_has\n" + sol["sdpa"]))),
                          POINTS["heads"], ["NameError"]),
         "infinite_loop": (one(notebook(with_(heads="while True:\n    pass\n" + sol["heads"]))),
-                          POINTS["sdpa"], []),
+                          POINTS["sdpa"], []),    # no heads: split/merge and mha fail
         "sys_exit": (one(notebook(with_(mha=sol["mha"] + "\nimport sys\nsys.exit(3)\n"))), FULL, ["sys.exit"]),
         "os_exit": (one(notebook(with_(heads=sol["heads"] + "\nimport os\nos._exit(0)\n"))),
-                    POINTS["sdpa"], ["kernel-died"]),
+                    POINTS["sdpa"], ["kernel-died"]),   # the replay skips the cell that killed it
         "kill_kernel": (one(notebook(with_(sdpa=sol["sdpa"] + "\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"))),
                         POINTS["heads"], ["kernel-died"]),
         "memory_bomb": (one(notebook(with_(heads="hoard = []\nwhile True:\n    hoard.append(bytearray(256 * 1024 * 1024))\n"
@@ -110,37 +116,39 @@ def submissions(root: Path) -> dict:
                       POINTS["sdpa"], []),
         "endless_output": (one(notebook(with_(mha="while True:\n    print('spam ' * 200)\n" + sol["mha"]))),
                            POINTS["sdpa"] + POINTS["heads"], []),
+        # attention without scaling: shapes, weights sum and gradients (6 of 13); heads (5);
+        # multi-head attention with it: shapes only (2 of 9)
         "edited_tests": (one(notebook(with_(sdpa=WRONG_SDPA),
                                       edit={g: "print('ok')" for g in ("test_sdpa_values", "test_sdpa_masks",
                                                                        "test_sdpa_weights_sum", "test_sdpa_shapes")})),
-                         13, []),                 # what "no scaling" earns with the real tests
+                         6 + POINTS["heads"] + 2, []),          # what "no scaling" earns with the real tests
         "deleted_tests": (one(notebook(with_(mha=sol["mha"].replace("return self.w_o(", "return (")),
-                                       delete=("test_mha_values", "test_mha_masks"))), FULL - 7, []),
+                                       delete=("test_mha_values", "test_mha_masks"))), FULL - 7, []),   # re-added
         "patch_torch": (one(notebook(with_(sdpa="import torch, torch.testing\n"
                                                 "torch.allclose = lambda *a, **k: True\n"
                                                 "torch.testing.assert_close = lambda *a, **k: None\n"
                                                 "torch.Tensor.__eq__ = lambda self, other: torch.ones((), dtype=torch.bool)\n"
-                                                + GARBAGE_SDPA))), GARBAGE_MOST, ["tampering"]),
+                                                + GARBAGE_SDPA))), GARBAGE, ["tampering"]),
         "patch_numpy": (one(notebook(with_(sdpa="import numpy as np, numpy.testing\n"
                                                 "np.testing.assert_allclose = lambda *a, **k: None\n"
                                                 "np.allclose = lambda *a, **k: True\nnp.tril = np.ones_like\n"
-                                                + GARBAGE_SDPA))), GARBAGE_MOST, ["tampering"]),
+                                                + GARBAGE_SDPA))), GARBAGE, ["tampering"]),
         "patch_builtins": (one(notebook(with_(sdpa="import builtins\n"
                                                    "builtins.isinstance = lambda *a: True\n"
                                                    "builtins.all = lambda *a: True\nbuiltins.abs = lambda x: 0\n"
-                                                   + GARBAGE_SDPA))), GARBAGE_MOST, ["tampering"]),
+                                                   + GARBAGE_SDPA))), GARBAGE, ["tampering"]),
         "patch_llmcourse": (one(notebook(with_(sdpa="import llmcourse.grading.common as C\n"
                                                     "import llmcourse.grading.checks.attention as G\n"
                                                     "C.close = lambda *a, **k: True\n"
                                                     "for name in dir(G):\n"
                                                     "    if name.startswith('check_'):\n"
                                                     "        setattr(G, name, lambda *a, **k: print('ok'))\n"
-                                                    + GARBAGE_SDPA))), GARBAGE_MOST, ["tampering"]),
+                                                    + GARBAGE_SDPA))), GARBAGE, ["tampering"]),
         "patch_during_call": (one(notebook(with_(sdpa="import torch\n"
                                                       "def scaled_dot_product_attention(q, k, v, mask=None):\n"
                                                       "    torch.allclose = lambda *a, **k: True\n"
                                                       "    return q, q[..., :k.shape[-2]]\n"))),
-                              GARBAGE_MOST, ["tampering"]),
+                              GARBAGE, ["tampering"]),
         "invalid_json": ({f"{A}.ipynb": "this is not a notebook {"}, 0, ["invalid"]),
         "wrong_nbformat": ({f"{A}.ipynb": json.dumps({"nbformat": 99, "nbformat_minor": 0, "cells": "none"})},
                            0, ["invalid"]),
@@ -180,20 +188,24 @@ def scores(r) -> dict:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded():
     if os.environ.get("CI"):
         assert sandbox.protection()["bubblewrap"], "bubblewrap must be installed under CI (.ci/run installs it)"
-    alone_root = tmp_path_factory.mktemp("alone")
-    batch_root = tmp_path_factory.mktemp("batch")
-    subs = submissions(batch_root)
-    honest = {k: v for k, v in subs.items() if k.startswith("honest")}
-    make_course(alone_root, honest)
-    alone = run_grade(alone_root)
-    make_course(batch_root, subs)
-    protected = digest([batch_root / "solutions" / A / f"{A}.ipynb", batch_root / "nbgrader_config.py",
-                        *[p for p in (batch_root / "submitted").rglob("*") if p.is_file()]])
-    first = run_grade(batch_root)
-    return dict(root=batch_root, subs=subs, alone=alone, first=first, protected=protected)
+    alone_root = Path(tempfile.mkdtemp(prefix="llmcourse_redteam_alone_"))
+    batch_root = Path(tempfile.mkdtemp(prefix="llmcourse_redteam_batch_"))
+    try:
+        subs = submissions(batch_root)
+        honest = {k: v for k, v in subs.items() if k.startswith("honest")}
+        make_course(alone_root, honest)
+        alone = run_grade(alone_root)
+        make_course(batch_root, subs)
+        protected = digest([batch_root / "solutions" / A / f"{A}.ipynb", batch_root / "nbgrader_config.py",
+                            *[p for p in (batch_root / "submitted").rglob("*") if p.is_file()]])
+        first = run_grade(batch_root)
+        yield dict(root=batch_root, subs=subs, alone=alone, first=first, protected=protected)
+    finally:
+        shutil.rmtree(alone_root, ignore_errors=True)
+        shutil.rmtree(batch_root, ignore_errors=True)
 
 
 def test_every_submission_gets_a_result(graded):
@@ -210,12 +222,13 @@ def test_honest_grades_equal_grading_alone(graded):
     assert graded["first"]["honest_partial"].score == FULL - 7   # no output projection: mha values and masks
 
 
-def test_no_credit_beyond_what_was_earned_and_a_clear_status(graded):
+def test_each_earns_exactly_what_its_code_earns_and_a_clear_status(graded):
     problems = []
-    for student, (_, most, words) in graded["subs"].items():
+    for student, (_, exact, words) in graded["subs"].items():
         r = graded["first"][student]
-        if r.score > most:
-            problems.append(f"{student}: {r.score} > {most}")
+        if r.score != exact:
+            problems.append(f"{student}: {r.score}, expected exactly {exact}: "
+                            f"{[(p.grade_id, p.score) for p in r.parts if p.score]}")
         text = " ".join([r.status] + r.notes + [f"{p.status} {p.message}" for p in r.parts]).lower()
         for w in words:
             if w.lower() not in text:
@@ -229,6 +242,8 @@ def test_tampered_parts_get_nothing(graded):
         sdpa = [p for p in r.parts if p.grade_id.startswith("test_sdpa")]
         assert all(p.score == 0 for p in sdpa), (student, [(p.grade_id, p.score) for p in sdpa])
         assert r.status == "tampered", (student, r.status)
+    during = graded["first"]["patch_during_call"]
+    assert all("tampering detected" in p.message for p in during.parts if p.grade_id.startswith(("test_sdpa", "test_mha")))
 
 
 def test_statuses_in_csv_and_feedback(graded):

@@ -21,8 +21,9 @@ with ``submitted/<student>/<assignment>/``:
 
 The learner's code runs only in the kernel, which sees the course read-only (or not at
 all) and only its box folder writable; only the grader's process writes the gradebook.
-A rerun skips a student whose submission, assignment source and grader version are
-unchanged (``force`` regrades).
+A rerun skips a student whose submission, assignment source, grader code (every source
+file of :mod:`llmcourse.grading`), ``nbgrader_config.py`` and limits are unchanged
+(``force`` regrades).
 """
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ import nbformat
 from . import sandbox
 from .scan import scan_notebook
 
-GRADER_VERSION = "2"
 STATE_FILE = ".llmcourse-grade.json"
 TAMPER_MARK = "tampering detected"
 
@@ -167,16 +167,29 @@ def make_template(course: Course, assignment: str, dest: Path) -> Path:
 # ----------------------------------------------------------------------------- one submission
 
 
-def fingerprint(course: Course, assignment: str, student: str) -> str:
-    """Hash of what decides a grade: the submission, the assignment's sources, the grader."""
-    import llmcourse
+def _tree_digest(folder: Path, pattern: str = "*") -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob(pattern)):
+        if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(folder)).encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
 
-    h = hashlib.sha256(f"{GRADER_VERSION}:{llmcourse.__version__}".encode())
+
+def grader_digest(folder: Path | None = None) -> str:
+    """Hash of the grader's code: every source file of the ``llmcourse.grading`` package."""
+    return _tree_digest(folder or Path(__file__).resolve().parent, "*.py")
+
+
+def fingerprint(course: Course, assignment: str, student: str, settings: dict | None = None,
+                grader: str | None = None) -> str:
+    """Hash of what decides a grade: the submission, the assignment's sources, the grader's code,
+    the course's ``nbgrader_config.py`` and the grading settings (limits, cell timeout)."""
+    h = hashlib.sha256((grader or grader_digest()).encode())
+    h.update(json.dumps(settings or {}, sort_keys=True).encode())
+    h.update((course.root / "nbgrader_config.py").read_bytes())
     for folder in (course.folder("submitted") / student / assignment, course.folder("source") / assignment):
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                h.update(str(path.relative_to(folder)).encode())
-                h.update(path.read_bytes())
+        h.update(str(folder.name).encode() + b"\0" + _tree_digest(folder).encode())
     return h.hexdigest()
 
 
@@ -279,6 +292,19 @@ def _part_from_cell(name: str, cell) -> Part:
     return Part(name, meta["grade_id"], float(score or 0.0), float(max_score), status, message[:500])
 
 
+def guard_notes(name: str, nb) -> list:
+    """What the tamper guard reported in the cells that are not tests (it writes its note into
+    the output of the cell that follows the tampering, whichever cell that is)."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or (meta.get("grade") and not meta.get("solution")):
+            continue
+        out += [f"{name}.ipynb, cell {i}: {ln.strip()}"[:500] for ln in _cell_text(cell).splitlines()
+                if TAMPER_MARK in ln.lower()]
+    return out
+
+
 def _failure(outcome: dict | None) -> str:
     """The most telling line of a failed run: nbgrader's first specific error, else the last line."""
     outcome = outcome or {}
@@ -297,8 +323,9 @@ def _source_parts(course: Course, assignment: str, name: str) -> list:
 
 
 def collect(course: Course, assignment: str, student: str, work: Path, notebooks: list[str],
-            problems: dict, outcome: dict | None) -> list:
-    """Copy the autograded notebooks into the course and save their grades in its gradebook."""
+            problems: dict, outcome: dict | None, notes: list | None = None) -> list:
+    """Copy the autograded notebooks into the course and save their grades in its gradebook;
+    what the tamper guard said outside the test cells is added to ``notes``."""
     from nbgrader.api import Gradebook
     from nbgrader.preprocessors import SaveAutoGrades
 
@@ -340,6 +367,8 @@ def collect(course: Course, assignment: str, student: str, work: Path, notebooks
         parts += [_part_from_cell(name, c) for c in nb.cells
                   if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"
                   and not c.metadata.nbgrader.get("solution")]
+        if notes is not None:
+            notes += guard_notes(name, nb)
     return parts
 
 
@@ -454,9 +483,11 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
     limits = limits or sandbox.Limits()
     results: dict[str, StudentResult] = {}
     todo = []
+    settings = {"limits": asdict(limits), "cell_timeout": cell_timeout, "use_bwrap": use_bwrap}
+    grader = grader_digest()
     for student in students:
         state = course.folder("autograded") / student / assignment / STATE_FILE
-        fp = fingerprint(course, assignment, student)
+        fp = fingerprint(course, assignment, student, settings, grader)
         if not force and state.exists():
             saved = json.loads(state.read_text())
             if saved.get("fingerprint") == fp:
@@ -496,7 +527,7 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
                                                   "feedback": feedback}, limits.wall_seconds)
                         notes += outcome.get("notes", [])
                     with lock:
-                        parts = collect(course, assignment, student, work, notebooks, problems, outcome)
+                        parts = collect(course, assignment, student, work, notebooks, problems, outcome, notes)
                     log = (outcome or {}).get("log") or ""
                     status = "graded"
                     if problems and len(problems) == len(notebooks):
@@ -505,8 +536,8 @@ def grade(course_root: Path, assignment: str, workers: int | None = None, force:
                         status = "timeout"
                     elif outcome and outcome.get("crashed"):
                         status = "crashed"
-                    elif any(p.status == "tampered" for p in parts) or any("tampering:" in n for n in notes):
-                        status = "tampered"
+                    elif any(p.status == "tampered" for p in parts) or any(TAMPER_MARK in n.lower() for n in notes):
+                        status = "tampered"             # what the guard saw; the source scan's notes stay notes
                     elif any(p.status == "kernel-died" for p in parts) or "Restarting the kernel" in log:
                         status = "kernel-died"
                     result = StudentResult(student, status, parts, notes, time.perf_counter() - start)
