@@ -336,33 +336,44 @@ def _quiet_fd2():
         os.close(null)
 
 
-def peak_memory(fn, *args, **kwargs) -> tuple[int, object]:
-    """``(bytes, result)``: the peak of memory the CPU allocator holds during ``fn(*args, **kwargs)``
-    beyond what it held before, and the function's result.
+@dataclass
+class MemoryUse:
+    """What the CPU allocator saw during a call, in bytes beyond what it held before the call."""
+
+    peak: int            #: the most held at any moment during the call
+    retained: int        #: still held when the call returned (its result, what autograd saved, ...)
+    result: object       #: the call's return value
+
+
+def memory_use(fn, *args, **kwargs) -> MemoryUse:
+    """Run ``fn(*args, **kwargs)`` and read the allocator's peak and what it still holds after.
 
     Read from the allocator itself: with ``profile_memory``, PyTorch's CPU allocator reports
-    every allocation and free together with its running total of bytes allocated, and the
-    peak is the largest total seen. Nothing is computed from shapes; memory held by
-    libraries outside PyTorch's allocator (and Python objects) is not counted.
+    every allocation and free together with its running total of bytes allocated. Nothing is
+    computed from shapes; memory outside PyTorch's allocator (Python objects, libraries'
+    own buffers) is not counted.
     """
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_fd2(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn(*args, **kwargs)
-    totals = []
-
-    def walk(event):
+    events = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
         extra = event.extra_fields
         if type(extra).__name__ == "_ExtraFields_Allocation":
-            totals.append((event.start_time_ns, extra.total_allocated, extra.alloc_size))
-        for child in event.children:
-            walk(child)
+            events.append((event.start_time_ns, extra.total_allocated, extra.alloc_size))
+        stack.extend(event.children)
+    if not events:
+        return MemoryUse(0, 0, result)
+    events.sort()
+    base = events[0][1] - events[0][2]                                  # held before the first event
+    return MemoryUse(max(t for _, t, _ in events) - base, events[-1][1] - base, result)
 
-    for root in prof.profiler.kineto_results.experimental_event_tree():
-        walk(root)
-    if not totals:
-        return 0, result
-    totals.sort()
-    _, first_total, first_size = totals[0]
-    base = first_total - first_size                                       # held before the first event
-    return max(t for _, t, _ in totals) - base, result
+
+def peak_memory(fn, *args, **kwargs) -> tuple[int, object]:
+    """``(bytes, result)``: the allocator's peak during ``fn(*args, **kwargs)`` beyond what it
+    held before (see :func:`memory_use`), and the function's result."""
+    use = memory_use(fn, *args, **kwargs)
+    return use.peak, use.result

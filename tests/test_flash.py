@@ -186,6 +186,16 @@ def test_peak_memory_reads_the_allocator():
     assert 2 * 4_000_000 <= nbytes < 2 * 4_000_000 + 100_000
     nbytes, _ = flash.peak_memory(lambda: [torch.empty(250_000) for _ in range(3)])
     assert 3_000_000 <= nbytes < 3_100_000
+    use = flash.memory_use(lambda: (torch.empty(1000, 1000) + 1)[:10].clone())   # 8 MB at the peak, 40 kB kept
+    assert 8_000_000 <= use.peak < 8_100_000 and 40_000 <= use.retained < 41_000
+
+
+def test_autograd_keeps_the_probabilities_the_tiled_function_does_not():
+    q, k, v = (t.requires_grad_() for t in _inputs((1, 1), 1024, 1024, 64, 64))
+    naive = flash.memory_use(lambda: flash.naive_attention(q, k, v)[0])
+    tiled = flash.memory_use(flash.flash_attention, q, k, v)
+    assert naive.retained >= 1024 * 1024 * 4                      # P (at least) saved for the backward
+    assert tiled.retained < 2 * (1024 * 64 + 1024) * 4 + 10_000   # out (returned and saved) and lse
 
 
 def test_tiled_attention_needs_far_less_memory():
