@@ -2,7 +2,7 @@
 
 Papers: Dao, Fu, Ermon, Rudra, Ré (2022), "FlashAttention: Fast and Memory-Efficient Exact
 Attention with IO-Awareness", arXiv:2205.14135: section 3.1 (tiling, the softmax of two
-blocks, recomputation), Algorithm 1 (forward), Algorithm 4 in appendix B.4 (backward, with
+blocks, recomputation), Algorithm 1 (forward), Algorithm 4 in appendix B (backward, with
 ``D_i = rowsum(dO_i ∘ O_i)``), section 3.2 and Theorem 2 (HBM accesses). Milakov and
 Gimelshein (2018), "Online normalizer calculation for softmax", arXiv:1805.02867,
 Algorithm 3 (a running maximum and a running normaliser, rescaled as the maximum grows).

@@ -15,13 +15,14 @@ ships as ``llmcourse/data/ch11_cramming_runs.json``; the chapter loads it and re
 version live. Run it on an otherwise idle core (the budget is this process's CPU time, so a
 shared machine changes little, but memory bandwidth is shared)::
 
-    .venv/bin/python scripts/ch11_cramming_runs.py --threads 1       # about an hour
+    .venv/bin/python scripts/ch11_cramming_runs.py --jobs 2          # two runs at a time: about 35 minutes
     .venv/bin/python scripts/ch11_cramming_runs.py --quick --out /tmp/smoke.json   # seconds
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import sys
 import time
@@ -66,8 +67,15 @@ def model_config(vocab: int, size: str, seq_len: int, **changes) -> MLMConfig:
                      **{**CRAMMED, **changes})
 
 
-def one_run(kind: str, name: str, size: str, seed: int, seconds: float, data, changes=({}, {}, {})) -> dict:
-    tok, train_ids, val_ids = data
+_DATA = None
+
+
+def one_run(kind: str, name: str, size: str, seed: int, seconds: float, changes=({}, {}, {}), threads: int = 1) -> dict:
+    global _DATA
+    if _DATA is None:                                    # once per process
+        _DATA = shakespeare_splits()
+    torch.set_num_threads(threads)
+    tok, train_ids, val_ids = _DATA
     vocab, mask_id = tok.vocab_size + 1, tok.vocab_size
     m_changes, b_changes, shape = changes
     seq_len, batch = shape.get("seq_len", SEQ_LEN), shape.get("batch", BATCH)
@@ -92,7 +100,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=90.0, help="CPU seconds of training per run")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one process each (one per core)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 s per run, one seed, two sizes, two ablations")
     ap.add_argument("--out", type=Path, default=ROOT / "llmcourse" / "data" / "ch11_cramming_runs.json")
     args = ap.parse_args(argv)
@@ -100,15 +109,19 @@ def main(argv=None) -> None:
     sizes, ablations, seeds, seconds = list(SIZES), list(ABLATIONS), args.seeds, args.seconds
     if args.quick:
         sizes, ablations, seeds, seconds = ["d32-L2", "d64-L2"], ["crammed (baseline)", "Post-LN (BERT)"], [0], 1.0
-    data = shakespeare_splits()
     t0 = time.perf_counter()
-    runs = [one_run("size", s, s, seed, seconds, data) for seed in seeds for s in sizes]
-    runs += [one_run("ablation", a, BASE_SIZE, seed, seconds, data, ABLATIONS[a]) for seed in seeds for a in ablations
+    todo = [("size", s, s, seed, seconds, ({}, {}, {}), args.threads) for seed in seeds for s in sizes]
+    todo += [("ablation", a, BASE_SIZE, seed, seconds, ABLATIONS[a], args.threads) for seed in seeds for a in ablations
              if not (a == "crammed (baseline)" and BASE_SIZE in sizes)]   # the baseline is the size run
+    if args.jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+            runs = pool.starmap(one_run, todo, chunksize=1)
+    else:
+        runs = [one_run(*t) for t in todo]
     result = {
         "settings": {"seconds": seconds, "seeds": seeds, "seq_len": SEQ_LEN, "batch_size": BATCH, "lr": 1e-2,
                      "crammed": CRAMMED, "sizes": {s: SIZES[s] for s in sizes}, "base_size": BASE_SIZE,
-                     "ablations": {a: ABLATIONS[a] for a in ablations}, "threads": args.threads,
+                     "ablations": {a: ABLATIONS[a] for a in ablations}, "threads": args.threads, "jobs": args.jobs,
                      "masking": "BERT's: 15% of characters, 80/10/10", "data": "shakespeare.txt.gz, first 90% / last 10%"},
         "machine": {"torch": torch.__version__, "python": platform.python_version(), "processor": platform.machine()},
         "wall_seconds": round(time.perf_counter() - t0, 1),

@@ -374,12 +374,45 @@ FINITE_MASK = {
                                         "s = s.masked_fill(~allowed, torch.finfo(s.dtype).min)"),
 }
 
+INPLACE = {   # edits its inputs in place (the contract does not forbid it) and loops over the batch in Python
+    "forward": SOL["forward"].replace("    out = q.new_empty(*batch, Lq, dv)\n",
+                                      "    q.mul_(scale)                                   # in place\n"
+                                      "    out = q.new_empty(*batch, Lq, dv)\n")
+                             .replace("qi = q[..., q0:q1, :] * scale", "qi = q[..., q0:q1, :]"),
+    "backward": code("""
+        def flash_attention_backward(q, k, v, out, lse, grad_out, causal=False, block_q=64, block_k=64):
+            if q.dim() > 2:                       # one batch element at a time
+                grads = [flash_attention_backward(*(t[i] for t in (q, k, v, out, lse, grad_out)), causal,
+                                                  block_q, block_k) for i in range(q.shape[0])]
+                return tuple(torch.stack(g) for g in zip(*grads))
+            lse.sub_(0.0)
+            grad_out.mul_(1.0 / math.sqrt(q.shape[-1]))   # the 1/sqrt(d) of dQ and dK, folded into dO in place
+            Lq, Lk = q.shape[0], k.shape[0]
+            D = (grad_out * out).sum(-1)
+            dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+            for k0 in range(0, Lk, block_k):
+                for q0 in range(0, Lq, block_q):
+                    q1, k1 = min(q0 + block_q, Lq), min(k0 + block_k, Lk)
+                    if causal and k0 > q1 - 1:
+                        continue
+                    s = q[q0:q1] @ k[k0:k1].T / math.sqrt(q.shape[-1])
+                    if causal:
+                        s = s.masked_fill(torch.arange(k0, k1)[None] > torch.arange(q0, q1)[:, None], float("-inf"))
+                    p = torch.exp(s - lse[q0:q1, None])
+                    dv[k0:k1] += p.T @ grad_out[q0:q1] * math.sqrt(q.shape[-1])
+                    ds = p * (grad_out[q0:q1] @ v[k0:k1].T - D[q0:q1, None])
+                    dq[q0:q1] += ds @ k[k0:k1]
+                    dk[k0:k1] += ds.T @ q[q0:q1]
+            return dq, dk, dv"""),
+}
+
 CORRECT = {
     "paper_loop_order": PAPER_ORDER,
     "fa2_loop_order_einsum": FA2_ORDER,
     "float64_inside": float64_inside(),
     "noisy_prints_and_warns": noisy(),
     "finite_mask_value": FINITE_MASK,
+    "inplace_edits_batch_loop": INPLACE,
 }
 
 # ----------------------------------------------------------------------------- calls that get no credit

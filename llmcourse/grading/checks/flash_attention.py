@@ -20,6 +20,7 @@ products (and, for code without them, by element-wise operations), to compare ca
 non-causal work, and (3) any reduction over a whole row of Lk keys: a softmax over whole
 rows, which gets no credit. The mode only records; it changes nothing, and it runs inside
 :func:`~llmcourse.grading.common.call_learner`'s forbidden-call watcher and tamper guard.
+The learner's functions get copies of the inputs, so editing an input in place costs nothing.
 """
 from __future__ import annotations
 
@@ -97,10 +98,13 @@ class Recorder(TorchDispatchMode):
             self.elementwise += sum(t.numel() for t in outs)
         if self.row_len and self.whole_row is None and name in _ROW_REDUCTIONS and isinstance(args[0], torch.Tensor):
             x = args[0]
-            dims = args[1] if len(args) > 1 and not isinstance(args[1], bool) else kwargs.get("dim")
-            dims = list(range(x.dim())) if dims is None or dims == [] else ([dims] if isinstance(dims, int) else dims)
-            if x.is_floating_point() and x.dim() and any(x.shape[d % x.dim()] == self.row_len for d in dims):
-                self.whole_row = f"aten.{name} over a dimension of size {self.row_len} of a {tuple(x.shape)} tensor"
+            dims = args[1] if len(args) > 1 else kwargs.get("dim")
+            if not isinstance(dims, torch.Tensor):                     # (max.other, min.other: element-wise)
+                dims = list(range(x.dim())) if dims is None or dims == [] else \
+                    ([dims] if isinstance(dims, int) else list(dims))
+                if x.is_floating_point() and x.dim() and any(x.shape[d % x.dim()] == self.row_len for d in dims):
+                    self.whole_row = (f"aten.{name} over a dimension of size {self.row_len} of a {tuple(x.shape)} "
+                                      f"tensor")
         return out
 
 
@@ -348,7 +352,8 @@ def _run_forward(fn, case, causal, g):
         kwargs["causal"] = True
     eff_bq, eff_bk = (64, 64) if bq is None else (bq, bk)
     row = _whole_row_len(batch, Lq, Lk, d, dv, eff_bq, eff_bk)
-    result, rec = _call(fn, q, k, v, what="flash_attention_forward", forbid=NO_LIBRARY, row_len=row, **kwargs)
+    result, rec = _call(fn, q.clone(), k.clone(), v.clone(), what="flash_attention_forward", forbid=NO_LIBRARY,
+                        row_len=row, **kwargs)
     if row:
         _no_whole_rows(rec, "flash_attention_forward", Lk, eff_bk)
     assert isinstance(result, (tuple, list)) and len(result) == 2, (
@@ -430,7 +435,8 @@ def _stats(s):
 
 
 def _call_merge(fn, m_a, l_a, m_b, l_b, desc):
-    result = call_learner(fn, m_a, l_a, m_b, l_b, what="softmax_merge", forbid=NO_LIBRARY)
+    result = call_learner(fn, m_a.clone(), l_a.clone(), m_b.clone(), l_b.clone(), what="softmax_merge",
+                          forbid=NO_LIBRARY)
     assert isinstance(result, (tuple, list)) and len(result) == 2, (
         f"softmax_merge should return a pair (m, l), got {type(result).__name__}")
     m, l = result
@@ -581,8 +587,8 @@ def _run_backward(fn, case, causal, g):
         kwargs["causal"] = True
     eff_bq, eff_bk = (64, 64) if bq is None else (bq, bk)
     row = _whole_row_len(batch, Lq, Lk, d, dv, eff_bq, eff_bk)
-    result, rec = _call(fn, q, k, v, out, lse, grad_out, what="flash_attention_backward", forbid=NO_AUTOGRAD,
-                        row_len=row, **kwargs)
+    result, rec = _call(fn, *(t.clone() for t in (q, k, v, out, lse, grad_out)), what="flash_attention_backward",
+                        forbid=NO_AUTOGRAD, row_len=row, **kwargs)
     if row:
         _no_whole_rows(rec, "flash_attention_backward", Lk, eff_bk)
     assert isinstance(result, (tuple, list)) and len(result) == 3, (
