@@ -226,7 +226,7 @@ def train_budget(model: MLMEncoder, train_ids: torch.Tensor, val_batches: list, 
     (``time.process_time``), so other jobs on a shared machine change it little; evaluations
     are not counted.
     """
-    from tqdm.auto import tqdm
+    from .train import progress_bar
 
     gen = torch.Generator().manual_seed(cfg.seed)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -235,7 +235,7 @@ def train_budget(model: MLMEncoder, train_ids: torch.Tensor, val_batches: list, 
                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas, eps=1e-12)
     run = BudgetRun(params=model.num_params(), config={"model": asdict(model.cfg), "budget": asdict(cfg)})
     spent, tokens, step, next_eval = 0.0, 0, 0, 0.0
-    bar = tqdm(total=round(cfg.seconds), desc="CPU seconds", disable=not progress, mininterval=1.0)
+    bar = progress_bar(None, progress, total=round(cfg.seconds), desc="CPU seconds", mininterval=1.0)
     model.train()
     while True:
         if spent >= next_eval - 1e-9 or spent >= cfg.seconds:
