@@ -67,6 +67,7 @@ class Recorder(TorchDispatchMode):
         super().__init__()
         self.row_len = row_len
         self.largest, self.matmul_flops, self.elementwise, self.whole_row = (0, ""), 0, 0, None
+        self._ops: dict = {}        # per recorder: a module-level cache would change a guarded module in place
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -78,9 +79,9 @@ class Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        info = _OPS.get(func)
+        info = self._ops.get(func)
         if info is None:                                  # (name, whether its outputs alias an input)
-            info = _OPS[func] = (func._opname, any(r.alias_info is not None for r in func._schema.returns))
+            info = self._ops[func] = (func._opname, any(r.alias_info is not None for r in func._schema.returns))
         name, aliases = info
         outs = (out,) if isinstance(out, torch.Tensor) else \
             [t for t in out if isinstance(t, torch.Tensor)] if isinstance(out, (list, tuple)) else ()
@@ -107,8 +108,6 @@ class Recorder(TorchDispatchMode):
                                       f"tensor")
         return out
 
-
-_OPS: dict = {}
 
 
 def _call(fn, *args, what: str, forbid: Forbidden, row_len: int | None = None, **kwargs):
