@@ -1,38 +1,32 @@
 """The `flash_attention` assignment's autograder: its catalogue, proven in-process and by nbgrader.
 
-The catalogue, as data: the solution, the untouched release, wrong implementations (name ->
-(cell sources, hidden tests that must fail, words the first failure's message must contain);
-nothing outside the parts touched may lose points, a wrong ``softmax_merge`` may also cost the
+The catalogue: the solution, the untouched release, wrong implementations (name -> (cell
+sources, hidden tests that must fail, words the first failure's message must contain); nothing
+outside the parts touched may lose points, and a wrong ``softmax_merge`` may also cost the
 forward, which calls it), correct implementations written differently from the contract (the
-paper's loop order, FlashAttention-2's, float64 inside, one that prints and warns, einsum and
-split with a finite mask value: full marks), and submissions that call what the part replaces
-(PyTorch's fused attention, ``llmcourse.flash``, a softmax over whole rows, autograd in the
-backward: no credit for that part).
+paper's loop order, FlashAttention-2's with einsum and split, float64 inside, one that prints
+and warns, a finite mask value, in-place edits and a Python batch loop: full marks), and
+submissions that call what the part replaces (PyTorch's fused attention, ``llmcourse.flash``,
+a softmax over whole rows, autograd in the backward: no credit for that part).
 
-Every entry is proven in-process in the fast tier (``tests/test_flash_grading.py`` runs the
-notebook's cells with the entry's sources and the hidden test cells in one namespace, as a
-kernel would); one real ``nbgrader autograde`` batch (slow, here) grades the solution, the
-release, one wrong entry per part, one library call and the noisy correct one, and checks that
-nbgrader's verdicts equal the in-process ones. ``llmcourse grade`` grades the solution once.
+Every entry is proven in-process in the fast tier (``test_catalogue_in_process``, see
+:class:`nbgrader_harness.Catalogue`); one real ``nbgrader autograde`` batch (slow) grades the
+solution, the release, one wrong entry per part (the untiled forward among them), the call of
+PyTorch's fused attention and the noisy correct entry, and checks that nbgrader's verdicts
+equal the in-process ones. ``llmcourse grade`` grades the solution once. The recorder the
+checks measure tiling with is tested in ``tests/test_flash_grading.py``.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import linecache
-import os
 import shutil
-import tempfile
 import textwrap
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from nbgrader_harness import (REPO, assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
-                              assert_wrong_loses, grade_catalogue, grade_id, solution_sources)
+from llmcourse import flash
+from nbgrader_harness import REPO, Catalogue, grade_id, solution_sources
 
 ASSIGNMENT = "flash_attention"
 SOL = solution_sources(ASSIGNMENT)
@@ -467,125 +461,67 @@ FORBIDDEN = {
             return dq, dk, dv""")}, BWD, "softmax over whole rows"),
 }
 
-# ----------------------------------------------------------------------------- running a submission in-process
 
-NB_PATH = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-NOTEBOOK = nbformat.read(NB_PATH, as_version=4)
-POINTS = {grade_id(c): c.metadata["nbgrader"]["points"] for c in NOTEBOOK.cells
-          if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("points", 0) > 0}
-HIDDEN = [t for ts in PART_TESTS.values() for t in ts]
+# ----------------------------------------------------------------------------- the catalogue
 
-
-@dataclass
-class CellRun:
-    error: str          # "Ename: message" of the exception, '' if none
-    stdout: str
-    stderr: str         # stderr and warnings shown (nbgrader fails a test cell with any)
-
-    @property
-    def passed(self) -> bool:
-        return not self.error and not self.stderr
-
-    @property
-    def text(self) -> str:
-        return self.error or self.stderr
+CAT = Catalogue(ASSIGNMENT, PART_TESTS, wrong=WRONG, correct=CORRECT, forbidden=FORBIDDEN, uses=USES,
+                timeout=TIMEOUT, total=TOTAL,
+                nbgrader_wrong=["merge_not_rescaled", "forward_untiled_full_matrix", "backward_no_D"],
+                nbgrader_correct=["noisy_prints_and_warns"])
 
 
-def release_sources() -> dict[str, str]:
-    nb = nbformat.read(REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    return {grade_id(c): c.source for c in nb.cells if grade_id(c) in SOL}
+# ----------------------------------------------------------------------------- fast: the catalogue in-process
 
 
-def run(sources: dict[str, str], tests=None) -> dict[str, CellRun]:
-    """Run the notebook's code cells in one namespace, as a kernel would, with ``sources`` in
-    place of the solution cells they name; hidden test grade_id -> :class:`CellRun`. With
-    ``tests``, the cells after the solution cells run only if they are those hidden tests."""
-    ns: dict = {"__name__": "__main__"}
-    out: dict[str, CellRun] = {}
-    cells = [c for c in NOTEBOOK.cells if c.cell_type == "code"]
-    last = max(i for i, c in enumerate(cells) if grade_id(c) in POINTS)
-    for i, cell in enumerate(cells[: last + 1]):
-        gid = grade_id(cell)
-        if gid in POINTS and tests is not None and gid not in tests:
-            continue
-        src = sources.get(gid, SOL[gid]) if gid in SOL else cell.source
-        stdout, stderr = io.StringIO(), io.StringIO()
-        error = ""
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                name = f"<cell {gid or i}>"
-                linecache.cache[name] = (len(src), None, src.splitlines(True), name)
-                exec(compile(src, name, "exec"), ns)
-            except Exception as e:                                  # noqa: BLE001 (a kernel reports it)
-                error = f"{type(e).__name__}: {e}"
-        if gid in POINTS:
-            shown = [f"{w.category.__name__}: {w.message}" for w in caught
-                     if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
-            out[gid] = CellRun(error, stdout.getvalue(), stderr.getvalue() + "\n".join(shown))
-    return out
+@pytest.mark.parametrize("kind,name", CAT.entries())
+def test_catalogue_in_process(kind, name):
+    CAT.prove(kind, name)
 
 
-def touched(sources: dict[str, str]) -> set[str]:
-    """The hidden tests a change of these solution cells may cost: their parts' and their users'."""
-    parts = set(sources) | {u for p in sources for u in USES.get(p, ())}
-    return {t for p in parts for t in PART_TESTS[p]}
+def test_catalogue_covers_every_part():
+    assert (len(WRONG), len(CORRECT), len(FORBIDDEN)) == (28, 6, 5)
+    assert {p for src, _, _ in WRONG.values() for p in src} == set(PART_TESTS)     # every part has wrong entries
 
 
-# ----------------------------------------------------------------------------- the nbgrader batch (slow)
-
-NBGRADER_WRONG = {"merge": ["merge_not_rescaled"],
-                  "forward_and_backward": ["forward_untiled_full_matrix", "backward_no_D"]}   # one per part
-NBGRADER_FORBIDDEN = ["forward_torch_sdpa"]
-NBGRADER_CORRECT = ["noisy_prints_and_warns"]
+def test_release_names_the_stub_in_every_test():
+    res = CAT.run(CAT.release_sources())
+    assert all("replace it with your code" in r.error for r in res.values()), {k: r.text for k, r in res.items()}
 
 
-def nbgrader_submissions() -> dict[str, dict[str, str]]:
-    subs = {f"wrong_{k}": {p: src for n in names for p, src in WRONG[n][0].items()}
-            for k, names in NBGRADER_WRONG.items()}
-    subs.update({f"forbidden_{n}": FORBIDDEN[n][0] for n in NBGRADER_FORBIDDEN})
-    subs.update({f"correct_{n}": CORRECT[n] for n in NBGRADER_CORRECT})
-    return subs
+def test_untiled_forward_loses_exactly_the_tiling_points():
+    res = CAT.run(WRONG["forward_untiled_full_matrix"][0])
+    assert {k for k, r in res.items() if not r.passed} == {"test_forward_tiled", "test_forward_skips"}
+    assert "Only the tiling points are lost" in res["test_forward_tiled"].error
+
+
+def test_the_package_meets_the_graders():
+    """llmcourse.flash, pasted as a learner who copied it would, with the contract's names."""
+    src = Path(flash.__file__).read_text() + "\n\n" + code("""
+        flash_attention_forward = flash_forward
+        flash_attention_backward = flash_backward""")
+    res = CAT.run({"merge": src, "forward": "", "backward": ""})
+    assert all(r.passed for r in res.values()), {k: r.text for k, r in res.items() if not r.passed}
+
+
+# ----------------------------------------------------------------------------- slow: one nbgrader batch
 
 
 @pytest.fixture(scope="module")
 def graded():
-    subs = nbgrader_submissions()
-    return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT,
-                           extra={student: ({**SOL, **src}, ()) for student, src in subs.items()})
+    """The solution, the release, one wrong entry per part, the call of F.sdpa and the noisy correct entry,
+    graded by ONE nbgrader autograde run."""
+    return CAT.grade()
 
 
 @pytest.mark.slow
-def test_solution_full_marks_release_zero(graded):
-    assert_solution_and_release(graded["solution"], graded["release"], TOTAL, "test_merge_values")
+def test_nbgrader_grades_as_in_process(graded):
+    CAT.assert_graded(graded)
 
 
 @pytest.mark.slow
-def test_nbgrader_agrees_with_the_in_process_verdicts(graded):
-    for student, src in nbgrader_submissions().items():
-        r = graded[student]
-        if student.startswith("wrong_"):
-            names = NBGRADER_WRONG[student[len("wrong_"):]]
-            for n in names:
-                _, must_fail, words = WRONG[n]
-                assert_wrong_loses(r, must_fail, words, allowed=touched(src))
-        elif student.startswith("forbidden_"):
-            _, must_fail, words = FORBIDDEN[student[len("forbidden_"):]]
-            assert_library_gets_no_credit(r, must_fail, words)
-        else:
-            assert_full_marks(r)
-        mine = run({**SOL, **src})
-        assert set(r.lost()) == {k for k, c in mine.items() if not c.passed}, (student, r.lost(), mine)
-        for k in r.lost():
-            assert r.errors[k].splitlines()[0] == mine[k].text.splitlines()[0], (student, k, r.errors[k])
-
-
-@pytest.mark.slow
-def test_untiled_forward_loses_exactly_the_tiling_points(graded):
-    r = graded["wrong_forward_and_backward"]
-    forward_lost = {k for k in r.lost() if k in FWD}
-    assert forward_lost == {"test_forward_tiled", "test_forward_skips"}, r.lost()
+def test_untiled_forward_loses_only_the_tiling_points_in_nbgrader(graded):
+    r = graded["wrong_forward_untiled_full_matrix"]
+    assert set(r.lost()) == {"test_forward_tiled", "test_forward_skips"}, r.lost()
     assert "Only the tiling points are lost" in r.errors["test_forward_tiled"]
 
 
