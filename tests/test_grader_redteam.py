@@ -179,7 +179,8 @@ LIMITS = sandbox.Limits(cpu_seconds=120, address_space_mb=4096, file_size_mb=64,
 
 
 def run_grade(root: Path, **kw):
-    return {r.student: r for r in batch.grade(root, A, workers=2, limits=LIMITS, cell_timeout=10,
+    # 30 s: on a loaded 2-core machine, replaying the imports after a timeout took more than 10 s
+    return {r.student: r for r in batch.grade(root, A, workers=2, limits=LIMITS, cell_timeout=30,
                                               progress=False, **kw)}
 
 

@@ -13,6 +13,7 @@ grade (``torch.backends.cudnn.deterministic = True``, say) are not noted.
 from __future__ import annotations
 
 import ast
+import threading
 
 #: names whose attributes the tests rely on, as learners usually import them
 GUARDED_ROOTS = {"torch", "numpy", "np", "builtins", "__builtins__", "llmcourse", "F", "nn", "math", "sys"}
@@ -27,6 +28,7 @@ INTROSPECTION = {"gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.
                  "sys.setprofile", "inspect.currentframe", "inspect.stack", "threading.settrace",
                  "threading.setprofile", "ctypes.pythonapi", "ctypes.cast", "importlib.reload"}
 PREFIX = "source scan: "
+_PARSE_LOCK = threading.Lock()
 
 
 def _dotted(node) -> str | None:
@@ -73,7 +75,8 @@ class _Scanner:
     def scan(self, source: str) -> list[str]:
         lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
         try:
-            tree = ast.parse("\n".join(lines))
+            with _PARSE_LOCK:       # CPython 3.11 < 3.11.8: ast.parse in two threads at once can raise
+                tree = ast.parse("\n".join(lines))     # SystemError (gh-106905); batch.grade prepares in threads
         except SyntaxError as exc:
             return [f"syntax error at line {exc.lineno}: {exc.msg}"]
         self._imports(tree)
