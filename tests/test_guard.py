@@ -155,6 +155,12 @@ def check_state(fn):
 expect("honest state", check_state, None)
 out["state after"] = [str(torch.get_default_dtype()), torch.is_grad_enabled(), torch._C._len_torch_function_stack()]
 torch.use_deterministic_algorithms(True)       # imports torch._dynamo, which wraps torch.manual_seed
+import copy, pickle
+from llmcourse.gpt import GPT, GPTConfig
+from llmcourse.peft import LoRALinear
+_model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))   # an honest deepcopy (a PPO's old policy) and a
+copy.deepcopy(_model); copy.deepcopy(GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=1, n_head=1, n_embd=4)))
+pickle.dumps(GPTConfig()); copy.deepcopy(LoRALinear(nn.Linear(2, 2), r=1))   # pickle cache __slotnames__
 out["honest found"] = look("honest")
 out["manual_seed"] = torch.manual_seed is torch.random.manual_seed
 print("GUARD-TEST " + json.dumps(out))

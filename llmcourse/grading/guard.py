@@ -39,6 +39,7 @@ the flag to every kernel it starts).
 from __future__ import annotations
 
 import builtins
+import copyreg
 import importlib
 import operator
 import pkgutil
@@ -368,6 +369,13 @@ class _Snapshot:
     def klass(self, cls, qual: str, course: bool) -> None:
         if not self._once(cls):
             return
+        try:
+            # copy.deepcopy and pickle cache a class's slot names on it (``__slotnames__``) the first
+            # time they copy an instance: an honest deepcopy of a model would add that name to
+            # torch's and the course's classes. Caching it now keeps the class the same afterwards.
+            copyreg._slotnames(cls)
+        except Exception:
+            pass
         proxy = vars(cls)
         keys = tuple(k for k in proxy if (qual, k) not in SILENT)
         self.silent += [(cls, True, k, proxy[k]) for k in proxy if (qual, k) in SILENT]
