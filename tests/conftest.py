@@ -54,3 +54,15 @@ def built_book():
         yield BookBuild(proc.returncode, proc.stdout + proc.stderr, out, changes)
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_tamper_guard_left_installed():
+    """A test that installs the tamper guard in pytest's own process must uninstall it: left
+    installed, it compares every later test's honest changes with its snapshot."""
+    yield
+    common = sys.modules.get("llmcourse.grading.common")
+    if common is not None and common._GUARD is not None:
+        common.__dict__["_GUARD"] = None
+        sys.modules["llmcourse.grading.guard"].__dict__["_G"] = None
+        pytest.fail("this test left the tamper guard installed in pytest's process (uninstall it in finally)")

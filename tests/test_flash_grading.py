@@ -50,13 +50,19 @@ def test_recorder_flags_reductions_over_whole_rows():
 
 
 def test_recorder_leaves_the_guarded_modules_alone():
-    from llmcourse.grading import guard
+    from llmcourse.grading import common, guard
 
-    guard.install()
-    guard.check_and_restore("before")
-    with G.Recorder():
-        torch.randn(4, 4).exp().sum()
-    assert guard.check_and_restore("after a recorded call") == []
+    before = common._GUARD, guard._G
+    try:
+        guard.install()
+        guard.check_and_restore("before")
+        with G.Recorder():
+            torch.randn(4, 4).exp().sum()
+        assert guard.check_and_restore("after a recorded call") == []
+    finally:
+        # uninstalled again: a guard left installed in pytest's process would compare every later
+        # test's honest changes (a warning's registry, a deepcopy's slot names) with this snapshot
+        common.__dict__["_GUARD"], guard.__dict__["_G"] = before
 
 
 def test_tiling_bound_is_met_by_the_package_with_room_to_spare():
