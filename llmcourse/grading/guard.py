@@ -305,8 +305,10 @@ class _Snapshot:
             keys = tuple(k for k in SYS_ATTRS if k in d)
             additions = _NO_ADDITIONS
         else:
+            # __warningregistry__: the warnings module's record of warnings issued from the module's
+            # code, which an honest warning changes (ignored when added, too)
             keys = tuple(k for k in d if type(k) is str and (name, k) not in IPYTHON_MANAGED
-                         and k != GUARD_SLOTS.get(name) and (name, k) not in SILENT)
+                         and k != GUARD_SLOTS.get(name) and (name, k) not in SILENT and k != "__warningregistry__")
             self.silent += [(d, False, k, d[k]) for k in d if (name, k) in SILENT]
             additions = (_NO_ADDITIONS if name == "builtins"
                          else _STRICT if name.startswith("llmcourse.grading") else _SHADOWING)
