@@ -165,6 +165,20 @@ def graded():
         shutil.rmtree(root, ignore_errors=True)
 
 
+def cell_errors(root: Path, student: str) -> list[str]:
+    """The errors and stderr in a student's graded notebooks (what a failing assertion should show)."""
+    import nbformat
+    out = []
+    for nb_path in sorted((root / "autograded" / student).rglob("*.ipynb")):
+        for i, cell in enumerate(nbformat.read(nb_path, as_version=4).cells):
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "error":
+                    out.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}"[:500])
+                elif o.get("name") == "stderr":
+                    out.append(f"cell {i} stderr: {o.get('text', '')}"[:500])
+    return out
+
+
 def test_solution_gets_full_marks(graded):
     r = graded["first"]["solution"]
     assert r.status == "graded" and r.score == r.max_score, r.parts
@@ -186,7 +200,8 @@ def test_calling_the_graders_helpers_gets_no_credit(graded, student):
 @pytest.mark.parametrize("student", ["honest_top", "honest_inside"])
 def test_honest_idioms_are_never_tampering(graded, student):
     r = graded["first"][student]
-    assert r.score == r.max_score == graded["full"], [(p.grade_id, p.message) for p in r.parts if p.score < p.max_score]
+    assert r.score == r.max_score == graded["full"], (
+        [(p.grade_id, p.message) for p in r.parts if p.score < p.max_score], r.notes, cell_errors(graded["root"], student))
     assert r.status == "graded", r.status
     assert all(p.status == "ok" for p in r.parts), [(p.grade_id, p.status, p.message) for p in r.parts]
     assert not any("tampering" in n.lower() for n in r.notes), r.notes
