@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import nbformat
 import pytest
 import yaml
+from docutils.nodes import make_id
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "book" / "_ext"))
@@ -319,8 +320,9 @@ def test_exercises_page_links_each_release_and_the_zip(built_book):
         assert link, f"no download of {a.notebook.name}"
         got = (html / "book" / "reader" / link).resolve().read_bytes()
         assert got == a.notebook.read_bytes()
-        assert tags.find("section", id=f"exercise-{a.name}") or f'id="exercise-{a.name}"' in \
-            (html / "book" / "reader" / "exercises.html").read_text(encoding="utf-8")
+        anchor = make_id(f"exercise-{a.name}")           # docutils' id: flash_attention -> flash-attention
+        assert tags.find("section", id=anchor) or f'id="{anchor}"' in \
+            (html / "book" / "reader" / "exercises.html").read_text(encoding="utf-8"), anchor
     assert "../../llmcourse-exercises.zip" in hrefs
     with zipfile.ZipFile(html / "llmcourse-exercises.zip") as zf:
         assert any(n.endswith("attention/attention.ipynb") for n in zf.namelist())
