@@ -183,7 +183,7 @@ def rt_classes(groups):
 def rt_class_attrs(groups):
     """(class, attribute, label) of every attribute of the groups' classes, labels made first."""
     return [(c, k, f"{c.__module__}.{c.__qualname__}.{k}") for c in rt_classes(groups) for k in list(vars(c))
-            if k not in ("__dict__", "__weakref__")]
+            if k not in ("__dict__", "__weakref__", "__slotnames__")]   # (copy's cache: not guarded)
 
 
 def rt_label(f, via=None):

@@ -39,7 +39,6 @@ the flag to every kernel it starts).
 from __future__ import annotations
 
 import builtins
-import copyreg
 import importlib
 import operator
 import pkgutil
@@ -231,6 +230,8 @@ def _core(G, where):
                     found.append(f"{qual}.{k} was " + ("deleted" if cur is MISSING else "replaced"))
             if len_(proxy) != size:
                 for k in list_(proxy):
+                    if k == "__slotnames__" and k not in keyset:
+                        continue                            # cached by copy/pickle (see _Snapshot.klass)
                     if type_(k) is not str_ or k not in keyset:
                         try:
                             type_delattr(cls, k)
@@ -371,15 +372,10 @@ class _Snapshot:
     def klass(self, cls, qual: str, course: bool) -> None:
         if not self._once(cls):
             return
-        try:
-            # copy.deepcopy and pickle cache a class's slot names on it (``__slotnames__``) the first
-            # time they copy an instance: an honest deepcopy of a model would add that name to
-            # torch's and the course's classes. Caching it now keeps the class the same afterwards.
-            copyreg._slotnames(cls)
-        except Exception:
-            pass
         proxy = vars(cls)
-        keys = tuple(k for k in proxy if (qual, k) not in SILENT)
+        # __slotnames__: copy.deepcopy and pickle cache a class's slot names on it the first time
+        # they copy an instance, so an honest deepcopy of a model adds it (ignored when added, too)
+        keys = tuple(k for k in proxy if (qual, k) not in SILENT and k != "__slotnames__")
         self.silent += [(cls, True, k, proxy[k]) for k in proxy if (qual, k) in SILENT]
         self.classes.append((qual, cls, type(cls), proxy, keys, tuple(proxy[k] for k in keys), frozenset(proxy),
                              cls.__bases__, len(proxy)))
