@@ -179,8 +179,9 @@ LIMITS = sandbox.Limits(cpu_seconds=120, address_space_mb=4096, file_size_mb=64,
 
 
 def run_grade(root: Path, **kw):
-    # 30 s: on a loaded 2-core machine, replaying the imports after a timeout took more than 10 s
-    return {r.student: r for r in batch.grade(root, A, workers=2, limits=LIMITS, cell_timeout=30,
+    # 60 s, as nbgrader_config.py: on a loaded 2-core machine 10 s and then 30 s were not enough to
+    # interrupt the infinite loop, restart the kernel and replay the cells above it
+    return {r.student: r for r in batch.grade(root, A, workers=2, limits=LIMITS, cell_timeout=60,
                                               progress=False, **kw)}
 
 

@@ -23,7 +23,7 @@ import ctypes
 import os
 import signal
 
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from nbformat.v4 import new_output
 from traitlets import Integer
@@ -89,6 +89,9 @@ class ResilientExecute(Execute):
 
     max_restarts = Integer(8, help="Restarts per notebook before the rest is left unexecuted").tag(config=True)
     max_output_bytes = Integer(4_000_000, help="Output kept per cell; the rest is dropped").tag(config=True)
+    # nbclient waits 4 s for a cell's output after its reply; on a loaded 2-core machine, and after
+    # an interrupted infinite loop (the kernel formats its traceback), it can take longer
+    iopub_timeout = Integer(30, help="Seconds to wait for a cell's output after its reply").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         _become_subreaper()
@@ -104,6 +107,16 @@ class ResilientExecute(Execute):
         self._output_bytes, self._output_capped = 0, False
         try:
             result = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except CellTimeoutError:
+            if not self._timed_out:
+                raise
+            # the cell ran past its limit, and its output did not end in time after the interrupt
+            # either: it is failed as timed out, and the kernel restarted like any other timeout
+            cell.outputs.append(new_output(
+                "error", ename="CellTimeoutError", evalue="the cell ran past the time limit and was interrupted",
+                traceback=["CellTimeoutError: the cell ran past the time limit and was interrupted"]))
+            await self._restart_and_replay(cell_index)
+            return cell
         except DeadKernelError:
             cell.outputs.append(new_output(
                 "error", ename="KernelDied",
