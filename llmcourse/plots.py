@@ -1,4 +1,4 @@
-"""Plotting helpers shared by the chapters: attention heatmaps and loss curves.
+"""Helpers shared by the chapters: attention heatmaps, loss curves, and ``glue``.
 
 Each function draws on a given ``ax`` (or a new figure) and returns the axes, so a
 chapter can compose them into grids.
@@ -8,6 +8,22 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+
+
+def glue(name: str, value, display: bool = False):
+    """MyST-NB's ``glue`` with numpy scalars and one-element tensors passed as Python numbers.
+
+    numpy 2 prints ``np.float64(0.5)``, which a ``{glue:text}`name:.2f``` format spec cannot
+    read (the strict build fails), so a chapter glues through this instead of converting
+    every value by hand. Anything else (figures, strings, Python numbers) is passed as is.
+    """
+    from myst_nb import glue as myst_glue
+
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    return myst_glue(name, value, display=display)
 
 
 def _new_ax(ax, figsize=(4, 4)):

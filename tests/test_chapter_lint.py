@@ -12,7 +12,8 @@ or loaded from the shipped result file, and glued into the prose with MyST-NB::
     ...
     exact match falls to {glue:text}`exact_long:.2f` at 27 to 30 words
 
-Glue plain Python values (``float(x)``, ``int(n)``, ``str``): numpy 2 prints
+Glue plain Python values (``float(x)``, ``int(n)``, ``str``), or glue through
+``llmcourse.plots.glue``, which converts numpy scalars and one-element tensors: numpy 2 prints
 ``np.float64(0.5)``, which ``{glue:text}`` cannot format, and the build fails. A missing
 key also fails the (strict) build, so a sentence cannot outlive its number.
 

@@ -172,3 +172,23 @@ def test_plots_smooth_against_loop():
     for w in (1, 5, 60):
         ref = [v[max(0, i + 1 - w):i + 1].mean() for i in range(len(v))]
         np.testing.assert_allclose(smooth(v, w), ref, rtol=1e-12)
+
+
+def test_glue_passes_numpy_scalars_and_tensors_as_python_numbers(monkeypatch):
+    """``llmcourse.plots.glue``: what a ``{glue:text}`` format spec can read (numpy 2 prints
+    ``np.float64(0.5)``, which it cannot)."""
+    import myst_nb
+    import numpy as np
+
+    from llmcourse.plots import glue
+
+    seen = []
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: seen.append((name, value, display)))
+    fig = object()
+    for name, value in [("a", np.float64(0.5)), ("b", np.int64(3)), ("c", torch.tensor(2.5)),
+                        ("d", 7), ("e", "leads"), ("f", fig)]:
+        glue(name, value)
+    assert seen == [("a", 0.5, False), ("b", 3, False), ("c", 2.5, False), ("d", 7, False),
+                    ("e", "leads", False), ("f", fig, False)]
+    assert [type(v) for _, v, _ in seen[:3]] == [float, int, float]
+    assert f"{seen[0][1]!r}" == "0.5"
