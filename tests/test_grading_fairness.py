@@ -197,18 +197,22 @@ def test_calling_the_graders_helpers_gets_no_credit(graded, student):
     assert r.status == "graded", r.status
 
 
-KNOWN_FAILURE = pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG, open: in the full `make test` run (never alone, nor after the grader tests only) the "
-    "sdpa cell of the top-level idioms raises before defining its function, so 22 points are lost; "
-    "the idiom that fails there is not yet found (the failure now prints the cells' errors)"))
+KNOWN_BUG = ("KNOWN BUG, open: in the full `make test` run only (never alone, nor after the grader tests "
+             "only) the sdpa cell of the top-level idioms raises before defining its function. What the "
+             "graded notebook shows this time: ")
 
 
-@pytest.mark.parametrize("student", [pytest.param("honest_top", marks=KNOWN_FAILURE), "honest_inside"])
+@pytest.mark.parametrize("student", ["honest_top", "honest_inside"])
 def test_honest_idioms_are_never_tampering(graded, student):
     r = graded["first"][student]
-    assert r.score == r.max_score == graded["full"], "\n".join(        # a string: pytest shows it whole
-        [f"{p.grade_id}: {p.message}" for p in r.parts if p.score < p.max_score] + r.notes
-        + cell_errors(graded["root"], student))
+    detail = "\n".join(cell_errors(graded["root"], student) + r.notes
+                       + [f"{p.grade_id}: {p.message}" for p in r.parts if p.score < p.max_score])
+    if student == "honest_top" and r.score < r.max_score:
+        # Reported whole in the run's summary (-ra prints an xfail's reason untruncated) and in a
+        # file, until the cause is found; any other failure of this test fails it.
+        Path(tempfile.gettempdir(), "llmcourse_honest_top_failure.txt").write_text(detail)
+        pytest.xfail(KNOWN_BUG + detail.replace("\n", " | "))
+    assert r.score == r.max_score == graded["full"], detail        # a string: pytest shows it whole
     assert r.status == "graded", r.status
     assert all(p.status == "ok" for p in r.parts), [(p.grade_id, p.status, p.message) for p in r.parts]
     assert not any("tampering" in n.lower() for n in r.notes), r.notes
