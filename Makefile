@@ -1,6 +1,7 @@
 # llmcourse: two commands, each sets everything up first.
 #   make book   build the book into _build/html, every notebook executed
 #   make test   run every test, the strict book build included
+#   make fast   the quick check while working: the fast tier (no notebooks, nbgrader or book) on 2 cores
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
@@ -10,7 +11,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Progress bars are for people at a terminal or in Jupyter; not in the built book or logs.
 BOOK_ENV := TQDM_DISABLE=1
 
-.PHONY: setup book test release clean lab
+.PHONY: setup book test fast release clean lab
 
 setup: $(STAMP)
 
@@ -27,6 +28,10 @@ book: setup
 
 test: setup
 	$(PY) -m pytest
+
+# One torch thread per worker: two workers of two threads each on 2 cores run far slower.
+fast: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -n 2 -q
 
 # Regenerate exercises/ from solutions/ (the release is never edited by hand).
 release: setup
