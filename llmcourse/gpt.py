@@ -149,7 +149,7 @@ class GPTConfig:
     block_size: int = 128         #: longest context, in tokens
     n_layer: int = 4              #: Transformer blocks
     n_head: int = 4               #: attention heads per block
-    n_embd: int = 128             #: width of the residual stream
+    n_embd: int = 160             #: width of the residual stream
     dropout: float = 0.0          #: dropout on attention weights and residual branches
     bias: bool = True             #: biases in Linear and LayerNorm layers
     fused_attention: bool = True  #: PyTorch's fused attention kernel (False: the course's own)
