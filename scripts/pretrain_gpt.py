@@ -103,6 +103,7 @@ class Monitor:
     def __init__(self, model, total: int, steps: list[int], dtype, every: int):
         self.model, self.total, self.steps, self.dtype, self.every = model, total, set(steps), dtype, every
         self.step, self.losses, self.snapshots, self.t0 = 0, [], {}, time.perf_counter()
+        self.val_losses = []                              # validation batches since the last line
         self.load = []                                    # (step, 1-minute load average) at each line
         params = {id(p) for p in model.parameters()}
         self.owns = lambda opt: any(id(p) in params for g in opt.param_groups for p in g["params"])
@@ -110,8 +111,8 @@ class Monitor:
                         register_optimizer_step_post_hook(self._after_step)]
 
     def _forward(self, module, inputs, output):
-        if module.training and output[1] is not None:
-            self.losses.append(output[1].item())
+        if output[1] is not None:                         # eval mode: train_lm's validation passes
+            (self.losses if module.training else self.val_losses).append(output[1].item())
 
     def _after_step(self, opt, args, kwargs):
         if not self.owns(opt):
@@ -123,7 +124,9 @@ class Monitor:
             sec = time.perf_counter() - self.t0
             recent = self.losses[-self.every:]
             self.load.append((self.step, round(os.getloadavg()[0], 2)))
-            print(f"step {self.step:>6}/{self.total}  train loss {np.mean(recent):.3f} (last {len(recent)})  "
+            val = f"  val {np.mean(self.val_losses):.3f}" if self.val_losses else ""
+            self.val_losses = []
+            print(f"step {self.step:>6}/{self.total}  train loss {np.mean(recent):.3f} (last {len(recent)}){val}  "
                   f"{sec:6.0f} s  eta {sec / self.step * (self.total - self.step):5.0f} s  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
 
