@@ -18,13 +18,14 @@ it). The weights are stored as float16 to keep the file small (``GPT.from_checkp
 casts them back to float32); the validation loss in ``info`` is measured on the stored
 float16 weights, so it is exactly what a reader gets.
 
-Usage (the shipped file; its seconds and settings are in ``info``)::
+Usage (the shipped file, with the defaults; its seconds and settings are in ``info``)::
 
-    python scripts/pretrain_gpt.py --threads 1
+    python scripts/pretrain_gpt.py --no-progress
 
-One thread on purpose: on a 2-core machine shared with other jobs, two torch threads
-ran about ten times slower per step than one (each parallel region waits for the thread
-the scheduler has pre-empted). On a quiet machine ``--threads 2`` is faster.
+Two threads, on a quiet 2-core machine (about 32 minutes). On a machine shared with other
+jobs, two torch threads can run about ten times slower per step than one (each parallel
+region waits for the thread the scheduler has pre-empted): pass ``--threads 1`` there
+(the floating-point sums differ between thread counts, so the weights will too).
 
 Smoke run (seconds, writes elsewhere)::
 
@@ -57,19 +58,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-head", type=int, default=d.n_head)
     p.add_argument("--n-embd", type=int, default=d.n_embd)
     p.add_argument("--block-size", type=int, default=d.block_size)
-    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="without it the shipped model overfits: the README has the runs")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--iters", type=int, default=3500)
+    p.add_argument("--iters", type=int, default=5000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--min-lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--eval-interval", type=int, default=500,
+    p.add_argument("--eval-interval", type=int, default=250,
                    help="evaluate during training every this many steps (20 batches each)")
     p.add_argument("--eval-iters", type=int, default=200,
                    help="batches of the final validation loss")
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (the shipped run: 2)")
     p.add_argument("--float32", action="store_true", help="store float32 weights (default float16)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--snapshots", type=int, default=4,
