@@ -149,7 +149,7 @@ class GPTConfig:
     block_size: int = 128         #: longest context, in tokens
     n_layer: int = 4              #: Transformer blocks
     n_head: int = 4               #: attention heads per block
-    n_embd: int = 128             #: width of the residual stream
+    n_embd: int = 160             #: width of the residual stream
     dropout: float = 0.0          #: dropout on attention weights and residual branches
     bias: bool = True             #: biases in Linear and LayerNorm layers
     fused_attention: bool = True  #: PyTorch's fused attention kernel (False: the course's own)
@@ -271,17 +271,56 @@ class GPT(nn.Module):
 PRETRAINED_FILE = "gpt_shakespeare.pt"
 
 
-def load_pretrained(name: str = PRETRAINED_FILE):
+def snapshot_file(name: str = PRETRAINED_FILE) -> str:
+    """Name of the file holding the intermediate snapshots of checkpoint ``name``."""
+    stem = name[:-3] if name.endswith(".pt") else name
+    return stem + "_snapshots.pt"
+
+
+def _load(name: str) -> dict:
+    from .data import data_path
+
+    with data_path(name).open("rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def _steps(info: dict) -> list[int]:
+    return [int(s) for s in info.get("snapshots", {}).get("steps", [])] + [int(info.get("iterations", 0))]
+
+
+def pretrained_steps(name: str = PRETRAINED_FILE) -> list[int]:
+    """Training steps that :func:`load_pretrained` can return: the snapshots', then the final one.
+
+    Log-spaced, for studying behaviour over pretraining: ``[load_pretrained(step=s)[0] for s
+    in pretrained_steps()]`` is the same run after more and more optimizer steps.
+    """
+    return _steps(_load(name).get("info", {}))
+
+
+def load_pretrained(name: str = PRETRAINED_FILE, step: int | None = None):
     """The course's pretrained character-level GPT and its tokenizer: ``(model, tokenizer, info)``.
 
     Trained on the shipped Shakespeare by ``scripts/pretrain_gpt.py`` (the README gives
-    the command and its time); ``info`` holds the training settings and validation loss.
-    The model comes in eval mode, on the CPU.
+    the command and its time); ``info`` holds the training settings, the loss curves and
+    the validation loss. The model comes in eval mode, on the CPU.
+
+    ``step`` (one of :func:`pretrained_steps`) returns the same run after that many
+    optimizer steps instead of the final model: the snapshots ship in a second file. Its
+    ``info`` is the run's, with ``step``, ``val_loss`` and ``train_loss`` of that snapshot.
     """
-    from .data import data_path
     from .tokenizer import CharTokenizer
 
-    with data_path(name).open("rb") as f:
-        ckpt = torch.load(f, map_location="cpu", weights_only=True)
-    model = GPT.from_checkpoint(ckpt).eval()
-    return model, CharTokenizer(ckpt["chars"]), ckpt.get("info", {})
+    ckpt = _load(name)
+    chars, info = ckpt["chars"], dict(ckpt.get("info", {}))
+    steps = _steps(info)
+    if step is not None and int(step) not in steps:
+        raise ValueError(f"no snapshot at step {step}: the steps available are {steps} "
+                         "(llmcourse.gpt.pretrained_steps())")
+    if step is not None and int(step) != steps[-1]:
+        snaps = _load(snapshot_file(name))
+        i = snaps["steps"].index(int(step))
+        ckpt = {"config": snaps["config"], "state_dict": snaps["state_dicts"][i]}
+        info.update(step=int(step), val_loss=snaps["val_loss"][i], train_loss=snaps["train_loss"][i])
+    else:
+        info["step"] = steps[-1]
+    return GPT.from_checkpoint(ckpt).eval(), CharTokenizer(chars), info

@@ -1,14 +1,17 @@
 """llmcourse.gpt: shapes, the two attention paths, causality, overfitting, the checkpoint."""
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from llmcourse.data import shakespeare_splits
-from llmcourse.gpt import GPT, GPTConfig, load_pretrained
+from llmcourse.gpt import GPT, GPTConfig, load_pretrained, pretrained_steps
 from llmcourse.train import TrainConfig, estimate_loss
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=16)
 
 
@@ -135,3 +138,69 @@ def test_pretrained_validation_loss_matches_info(pretrained):
     # 4 of the script's batches (the same first 4) vs its mean over many: sampling noise only
     assert abs(loss - info["val_loss"]) < 0.1, (loss, info["val_loss"])
     assert loss < math.log(model.config.vocab_size) / 2
+
+
+def test_pretrained_snapshots_are_log_spaced_and_load(pretrained):
+    """4-6 intermediate snapshots at log-spaced steps, each loadable, each with its own loss."""
+    _, _, info = pretrained
+    steps = pretrained_steps()
+    assert steps[-1] == info["iterations"] == info["step"]
+    assert 4 <= len(steps) - 1 <= 6 and steps == sorted(set(steps)) and steps[0] > 0
+    ratios = [b / a for a, b in zip(steps, steps[1:])]
+    assert max(ratios) < 2 * min(ratios), steps                   # log-spaced: a near-constant ratio
+    snaps = info["snapshots"]
+    assert snaps["steps"] == steps[:-1] and len(snaps["val_loss"]) == len(steps) - 1
+    losses = snaps["val_loss"] + [info["val_loss"]]
+    assert all(a > b for a, b in zip(losses, losses[1:])), losses  # more training, lower loss
+    _, _, val_ids = shakespeare_splits()
+    ev = info["eval"]
+    cfg = TrainConfig(batch_size=ev["batch_size"], block_size=ev["block_size"], eval_iters=4)
+    model, tok, sinfo = load_pretrained(step=steps[-2])
+    assert sinfo["step"] == steps[-2] and sinfo["val_loss"] == snaps["val_loss"][-1]
+    assert model.config == pretrained[0].config and not model.training and tok == pretrained[1]
+    assert abs(estimate_loss(model, val_ids, cfg, seed=ev["seed"]) - sinfo["val_loss"]) < 0.1
+    assert load_pretrained(step=steps[-1])[2]["val_loss"] == info["val_loss"]
+    with pytest.raises(ValueError, match="pretrained_steps"):
+        load_pretrained(step=steps[0] + 1)
+
+
+def test_pretrained_info_keeps_the_loss_curves(pretrained):
+    _, _, info = pretrained
+    train = info["train_loss_curve"]
+    assert len(train["train_loss"]) == len(train["steps"]) == info["iterations"]
+    val = info["val_loss_curve"]
+    assert val["steps"][-1] == info["iterations"] - 1 and len(val["val_loss"]) == len(val["steps"])
+    assert val["val_loss"][-1] < val["val_loss"][0]
+    for key in ("threads", "seconds", "parameters", "load_average"):
+        assert key in info, key
+
+
+def test_package_data_budget():
+    """All shipped data, the checkpoint and its snapshots included, stays within 15 MB."""
+    from llmcourse.data import data_path
+
+    root = data_path("")
+    total = sum(p.stat().st_size for p in Path(str(root)).rglob("*") if p.is_file())
+    assert total <= 15e6, f"llmcourse/data holds {total / 1e6:.1f} MB"
+    assert Path(str(data_path("gpt_shakespeare.pt"))).stat().st_size <= 5e6
+
+
+def test_pretrain_snapshot_is_the_run_at_that_step(tmp_path):
+    """A snapshot at step s is the weights after s updates: a run of s steps ends there too
+    (below the warm-up length the learning rate does not depend on the run's length)."""
+    spec = importlib.util.spec_from_file_location("pretrain_gpt", ROOT / "scripts" / "pretrain_gpt.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tiny = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "8", "--batch-size", "2",
+            "--eval-iters", "1", "--eval-interval", "5", "--warmup", "50", "--no-progress", "--print-every", "100"]
+    info = mod.main(tiny + ["--iters", "12", "--snapshot-steps", "3", "7", "--out", str(tmp_path / "long.pt")])
+    mod.main(tiny + ["--iters", "7", "--snapshots", "0", "--out", str(tmp_path / "short.pt")])
+    snaps = torch.load(tmp_path / "long_snapshots.pt", weights_only=True)
+    short = torch.load(tmp_path / "short.pt", weights_only=True)
+    assert info["snapshots"]["steps"] == snaps["steps"] == [3, 7]
+    assert info["snapshots"]["file"] == "long_snapshots.pt"
+    for k, v in short["state_dict"].items():
+        assert torch.equal(snaps["state_dicts"][1][k], v), k
+    assert snaps["val_loss"][1] == short["info"]["val_loss"]
+    assert not (tmp_path / "short_snapshots.pt").exists()
+    assert mod.snapshot_steps(10_000, 4) == [100, 320, 1000, 3200]
