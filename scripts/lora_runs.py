@@ -22,7 +22,7 @@ on every linear layer, the MLP included), alpha = 8. What it does, in order:
 
 Usage (the shipped file; its settings and seconds are in the JSON)::
 
-    /work/bin/heavy .venv/bin/python scripts/lora_runs.py        # or plain python, one thread
+    .venv/bin/python scripts/lora_runs.py        # one thread
 
 Smoke run (seconds, writes elsewhere)::
 

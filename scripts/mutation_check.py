@@ -15,7 +15,7 @@ to the code, update its mutant (``tests/test_mutation_check.py`` checks the list
 fast tier, so a stale entry fails ``make test``).
 
     .venv/bin/python scripts/mutation_check.py --list        # the mutants, checked against the code
-    /work/bin/heavy .venv/bin/python scripts/mutation_check.py            # all (about 25 minutes on 1 core)
+    .venv/bin/python scripts/mutation_check.py            # all (about 25 minutes on 1 core)
     .venv/bin/python scripts/mutation_check.py --only ppo_policy_gradient_sign_flipped
 
 Why not a mutation-testing package (mutmut 3.8, cosmic-ray 8.7, mutatest, poodle on PyPI).

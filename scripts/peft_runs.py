@@ -20,7 +20,7 @@ matrices only, as :func:`llmcourse.train.make_optimizer` does), a cosine schedul
 
 Usage (the shipped file; settings and seconds are in the JSON)::
 
-    /work/bin/heavy .venv/bin/python scripts/peft_runs.py
+    .venv/bin/python scripts/peft_runs.py              # one thread; run alone, the times are measured
 
 Smoke run::
 

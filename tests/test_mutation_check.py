@@ -1,7 +1,7 @@
 """scripts/mutation_check.py: its list of planted bugs stays in step with the code, and it works.
 
 The whole check (every mutant against the fast tests that cover its module) takes tens of
-minutes, so it is a script, run by hand under ``/work/bin/heavy`` (the score and the
+minutes, so it is a script, run by hand (the score and the
 survivors are in its output); here the list is checked against the code in the fast tier
 (a snippet that no longer occurs exactly once fails), and one mutant runs end to end in
 the slow tier.
