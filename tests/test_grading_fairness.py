@@ -152,6 +152,13 @@ def run(root, **kw):
 @pytest.fixture(scope="module")
 def graded():
     root = Path(tempfile.mkdtemp(prefix="llmcourse_fairness_"))
+    # As in the full test run, where an earlier test has made torch set this in pytest's own
+    # environment (a path in the real /tmp): the kernels must not inherit it. Before the box's
+    # environment replaced it, the top-level idioms' first cell failed with a PermissionError
+    # there (torch.use_deterministic_algorithms creating that folder in the box's private /tmp)
+    # and lost 22 points in the full run only.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(Path(tempfile.gettempdir(), "torchinductor_grader")))
     try:
         released = RT.build_assignment(root, A)
         sol = RT.all_solutions()
@@ -162,6 +169,7 @@ def graded():
         first = run(root)
         yield dict(root=root, first=first, full=first["solution"].max_score)
     finally:
+        mp.undo()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -197,21 +205,11 @@ def test_calling_the_graders_helpers_gets_no_credit(graded, student):
     assert r.status == "graded", r.status
 
 
-KNOWN_BUG = ("KNOWN BUG, open: in the full `make test` run only (never alone, nor after the grader tests "
-             "only) the sdpa cell of the top-level idioms raises before defining its function. What the "
-             "graded notebook shows this time: ")
-
-
 @pytest.mark.parametrize("student", ["honest_top", "honest_inside"])
 def test_honest_idioms_are_never_tampering(graded, student):
     r = graded["first"][student]
     detail = "\n".join(cell_errors(graded["root"], student) + r.notes
                        + [f"{p.grade_id}: {p.message}" for p in r.parts if p.score < p.max_score])
-    if student == "honest_top" and r.score < r.max_score:
-        # Reported whole in the run's summary (-ra prints an xfail's reason untruncated) and in a
-        # file, until the cause is found; any other failure of this test fails it.
-        Path(tempfile.gettempdir(), "llmcourse_honest_top_failure.txt").write_text(detail)
-        pytest.xfail(KNOWN_BUG + detail.replace("\n", " | "))
     assert r.score == r.max_score == graded["full"], detail        # a string: pytest shows it whole
     assert r.status == "graded", r.status
     assert all(p.status == "ok" for p in r.parts), [(p.grade_id, p.status, p.message) for p in r.parts]

@@ -172,3 +172,17 @@ def _wall_clock(tmp_path: Path) -> None:
     assert honest.status == "graded" and honest.score == honest.max_score == 27
     assert "wall-clock" in (tmp_path / "feedback" / "a_sleeper" / "attention" / "summary.txt").read_text()
     assert (tmp_path / "feedback" / "b_honest" / "attention" / "attention.html").exists()
+
+
+def test_job_env_keeps_every_cache_in_the_jobs_folder(tmp_path, monkeypatch):
+    """Caches the grader's own process points at (torch sets TORCHINDUCTOR_CACHE_DIR in it once
+    anything asks for its compiler cache) are not handed to the kernel: in the box's private
+    /tmp such a path cannot be created, and the learner's first cell failed with a
+    PermissionError in the full test run."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_root")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", "/somewhere/else")
+    env = sandbox.job_env(tmp_path, sandbox.Limits())
+    for key in ("HOME", "TMPDIR", "TORCHINDUCTOR_CACHE_DIR", "XDG_CACHE_HOME", "MPLCONFIGDIR",
+                "IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR"):
+        assert Path(env[key]).is_relative_to(tmp_path), (key, env[key])
+    assert (tmp_path / ".tmp").is_dir() and (tmp_path / ".home").is_dir()

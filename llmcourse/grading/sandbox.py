@@ -108,6 +108,11 @@ def job_env(workdir: Path, limits: Limits, extra: dict | None = None) -> dict:
         "XDG_CACHE_HOME": str(home / "cache"), "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": str(limits.threads), "MKL_NUM_THREADS": str(limits.threads),
         "TQDM_DISABLE": "1", "MPLBACKEND": "Agg",
+        # torch's compiler cache: once anything in the grader's process has asked torch for it,
+        # torch stores its path (under the real /tmp) in this variable, which the kernel would
+        # inherit and, in the box's private /tmp, fail to create (a PermissionError in the
+        # learner's first cell, e.g. from torch.use_deterministic_algorithms)
+        "TORCHINDUCTOR_CACHE_DIR": str(home / "cache" / "torchinductor"),
     })
     (workdir / ".tmp").mkdir(exist_ok=True)
     if extra:
