@@ -200,6 +200,20 @@ class GPT(nn.Module):
         overrides them). ``cache``, a :class:`KVCache`, keeps the keys and values of
         earlier calls: ``idx`` is then only the new tokens, and the cache grows by T.
         """
+        logits = self.lm_head(self.features(idx, attention_mask=attention_mask,
+                                            position_ids=position_ids, cache=cache))   # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def features(self, idx: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, cache: "KVCache | None" = None) -> torch.Tensor:
+        """The final layer-normed hidden states (B, T, n_embd): what ``lm_head`` reads.
+
+        Arguments as for :meth:`forward`. Heads other than the language model's read them
+        too: the scalar head of a reward model, the value head of PPO (:mod:`llmcourse.rlhf`).
+        """
         B, T = idx.shape
         start = 0 if cache is None else cache.length
         if position_ids is None:
@@ -224,11 +238,7 @@ class GPT(nn.Module):
             x = block(x, mask, None if cache is None else (cache.k[i], cache.v[i], start))
         if cache is not None:
             cache.length = start + T
-        logits = self.lm_head(self.ln_f(x))                        # (B, T, vocab)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return self.ln_f(x)                                        # (B, T, C)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -114,9 +114,16 @@ def estimate_loss(model: nn.Module, ids: torch.Tensor, cfg: TrainConfig, seed: i
     return total / len(batches)
 
 
-def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | None,
-             cfg: TrainConfig, progress: bool = True) -> History:
-    """Train a next-token model ``model(x, y) -> (logits, loss)`` on a token stream."""
+def train_lm(model: nn.Module, train_ids: torch.Tensor | None, val_ids: torch.Tensor | None,
+             cfg: TrainConfig, progress: bool = True, *, batches=None, evaluate=None) -> History:
+    """Train a next-token model ``model(x, y) -> (logits, loss)`` on a token stream.
+
+    By default each step takes random windows of ``train_ids`` and each evaluation is the
+    mean loss on fixed windows of ``val_ids``. ``batches(generator) -> (x, y)`` replaces the
+    windows (supervised fine-tuning passes padded prompt-response pairs whose prompt
+    targets are -100, :mod:`llmcourse.rlhf.sft`); ``evaluate(model) -> float`` replaces the
+    validation loss (evaluations then run even without ``val_ids``).
+    """
     import time
 
     gen = set_seed(cfg.seed)
@@ -130,7 +137,7 @@ def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | 
         lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_ids, cfg.batch_size, cfg.block_size, gen)
+        x, y = batches(gen) if batches is not None else get_batch(train_ids, cfg.batch_size, cfg.block_size, gen)
         _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,9 +147,10 @@ def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor | 
         hist.steps.append(step)
         hist.train_loss.append(loss.item())
         last = step == cfg.max_iters - 1
-        if val_ids is not None and (step % cfg.eval_interval == 0 or last):
+        if (val_ids is not None or evaluate is not None) and (step % cfg.eval_interval == 0 or last):
             hist.eval_steps.append(step)
-            hist.val_loss.append(estimate_loss(model, val_ids, cfg))
+            hist.val_loss.append(evaluate(model) if evaluate is not None else estimate_loss(model, val_ids, cfg))
+            model.train()
             bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{hist.val_loss[-1]:.3f}")
     hist.seconds = time.perf_counter() - start
     model.eval()
