@@ -15,7 +15,7 @@ import torch
 
 from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.rlhf import instructions as I
-from llmcourse.rlhf.labeller import (InstructionLabeller, SentimentLabeller, preference_probability,
+from llmcourse.rlhf.labeller import (InstructionLabeller, PlainWordsLabeller, preference_probability,
                                      sample_preferences, sample_ranks)
 from llmcourse.rlhf.reward import (Rankings, RewardModel, pair_accuracy, ranking_accuracy, ranking_scores,
                                    right_pad, rm_config, train_reward_model)
@@ -141,12 +141,12 @@ def test_sft_learns_a_toy_instruction():
 # ----------------------------------------------------------------------------- labellers
 
 
-def test_sentiment_labeller():
-    lab = SentimentLabeller()
-    assert lab.score_text("O sweet love, my dear!") == 3
-    assert lab.score_text("Death and blood; sweet death.") == -2
-    assert lab.score_text("Lovers, lovelier, deathly") == 0         # only listed words count
-    assert lab(["p", "q"], ["good good", "the"]).tolist() == [2.0, 0.0]
+def test_plain_words_labeller():
+    lab = PlainWordsLabeller()
+    assert lab.score_text("I go, I go; look how I go") == -2.0
+    assert lab.score_text("Unquestionably, notwithstanding!") == -14.5
+    assert lab.score_text("?! ..\n") == -10.0                       # no word at all
+    assert lab(["p", "q"], ["I am", "the end"]).tolist() == [-1.5, -3.0]
 
 
 def test_instruction_labeller():

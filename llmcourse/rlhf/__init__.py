@@ -12,14 +12,14 @@
 """
 from .core import (AdaptiveKLController, FixedKLController, bradley_terry_loss, kl_penalized_rewards,
                    kwise_ranking_loss, response_logprobs)
-from .labeller import InstructionLabeller, Labeller, SentimentLabeller, sample_preferences, sample_ranks
+from .labeller import InstructionLabeller, Labeller, PlainWordsLabeller, sample_preferences, sample_ranks
 from .ppo import PolicyWithValue, PPOTextConfig, PPOTextHistory, train_ppo_text
 from .reward import RewardModel, Rankings, ranking_accuracy, rm_config, train_reward_model
 from .sft import SFTData, sft_config, train_sft
 
 __all__ = [
     "AdaptiveKLController", "FixedKLController", "bradley_terry_loss", "kl_penalized_rewards",
-    "kwise_ranking_loss", "response_logprobs", "InstructionLabeller", "Labeller", "SentimentLabeller",
+    "kwise_ranking_loss", "response_logprobs", "InstructionLabeller", "Labeller", "PlainWordsLabeller",
     "sample_preferences", "sample_ranks", "PolicyWithValue", "PPOTextConfig", "PPOTextHistory",
     "train_ppo_text", "RewardModel", "Rankings", "ranking_accuracy", "rm_config", "train_reward_model",
     "SFTData", "sft_config", "train_sft",

@@ -170,3 +170,22 @@ def load_instructions(name: str = DATA_FILE) -> tuple[list[Example], list[Exampl
     with data_path(name).open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
         data = json.load(f)
     return ([Example(*row) for row in data["train"]], [Example(*row) for row in data["eval"]])
+
+
+# ----------------------------------------------------------------------------- continuation prompts
+
+OPENING = re.compile(r"\n\n([A-Z][A-Z' ]+\.)\n(\S+ \S+ \S+)")
+
+
+def speech_openings(text: str | None = None, vocab: str | None = None, max_chars: int = 40) -> list[str]:
+    """Prompts of the continuation task of chapter 22: a speaker's name and the first three
+    words of one of their speeches (``"FIRST CITIZEN.\\nBefore we proceed"``), from the first
+    90% of the shipped text (default), at most ``max_chars`` characters, in order."""
+    if text is None:
+        from ..data import load_shakespeare
+
+        full = load_shakespeare()
+        text, vocab = full[: int(0.9 * len(full))], vocab or "".join(sorted(set(full)))
+    allowed = set(vocab or text)
+    return [p for p in (f"{a}\n{b}" for a, b in OPENING.findall(text))
+            if len(p) <= max_chars and set(p) <= allowed]

@@ -14,12 +14,15 @@ a perfectly consistent labeller (ties broken at random); a larger one flips more
 The reward model therefore learns from noisy labels, as in the papers, and its accuracy is
 measured both against the noisy labels and against the noiseless scores.
 
-- :class:`SentimentLabeller` prefers cheerful continuations (chapter 22, after Ziegler et
-  al.'s sentiment task): +1 for each word of a positive word list, -1 for each word of a
-  negative one, nothing else. Like a person asked for "positive sentiment", it cannot be
-  bribed by anything but wording, and, like the paper's classifier, it says nothing about
-  fluency: it can be gamed by repeating its favourite words, which is what the KL penalty
-  is there to prevent.
+- :class:`PlainWordsLabeller` prefers continuations in plain words (chapter 22): its score
+  is minus the mean number of letters per word, the word-length term of readability
+  formulas such as Flesch's reading ease. It stands in for a reader who asks for plain
+  English, a style preference like the paper's "positive sentiment" and "physically
+  descriptive" tasks, and it is dense (every response gets its own score) so that a small
+  reward model can learn it from a few thousand comparisons. (A sentiment word list, the
+  first choice, gave about 60% of the pretrained model's continuations a score of 0, too
+  sparse for our reward models to learn from a thousand prompts in trials.) Like the paper's mock-sentiment classifier it says nothing about fluency:
+  a string of one-letter words would please it, which is what the KL penalty prevents.
 - :class:`InstructionLabeller` prefers responses that follow the instruction (chapters 17
   and 24): the similarity of the answer to the correct one, less a penalty when the end
   marker never comes.
@@ -88,38 +91,27 @@ class Labeller:
         return sample_ranks(flat.view(len(prompts), K), self.temperature, generator)
 
 
-WORD = re.compile(r"[a-z']+")
-
-POSITIVE = frozenset("""
-love loves loved lovely loving lover good sweet sweetest fair fairest noble gentle dear dearest
-honour honest grace gracious happy happiness joy joys joyful peace hope welcome best better true
-heaven merry kind kindly blessed bless blessing friend friends smile smiles delight pleasure
-beauty beauteous glad bright content comfort mercy virtue virtuous worthy brave pretty praise
-thanks thank laugh kiss safe wise glory rich delicate music spring
-""".split())
-
-NEGATIVE = frozenset("""
-death dead die dies died dying blood bloody fear shame sorrow sorrows tears war murder murderer
-murdered kill killed hate hateful woe grief curse cursed foul villain traitor poison grave hell
-wretch wretched weep vile sin plague mad ill false cruel evil sick pain despair enemy enemies
-sword slain slaughter fight wrong weary beast devil damned bitter sad dark revenge rage tyrant
-mourn wound wounds fool fools
-""".split())
+WORD = re.compile(r"[A-Za-z]+")
+NO_WORDS = 10.0          #: letters per word charged to a response without any word
 
 
-class SentimentLabeller(Labeller):
-    """+1 per word of :data:`POSITIVE`, -1 per word of :data:`NEGATIVE`, in the response only."""
+class PlainWordsLabeller(Labeller):
+    """Prefers plain words: the score is minus the mean number of letters per word.
 
-    def __init__(self, temperature: float = 1.0):
+    "I go, I go; look how I go" (2.0 letters a word) beats "Unquestionably, notwithstanding"
+    (14.5). A response without any word scores as if its words had :data:`NO_WORDS` letters.
+    """
+
+    def __init__(self, temperature: float = 0.5):
         self.temperature = temperature
 
     @staticmethod
-    def score_text(text: str) -> int:
-        words = WORD.findall(text.lower())
-        return sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+    def score_text(text: str) -> float:
+        words = WORD.findall(text)
+        return -(sum(map(len, words)) / len(words) if words else NO_WORDS)
 
     def score(self, prompts, responses) -> torch.Tensor:
-        return torch.tensor([float(self.score_text(r)) for r in responses], dtype=torch.float64)
+        return torch.tensor([self.score_text(r) for r in responses], dtype=torch.float64)
 
 
 class InstructionLabeller(Labeller):

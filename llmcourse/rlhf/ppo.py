@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..generation import generate
 from ..gpt import GPT
 from ..rl.core import categorical_entropy, compute_gae, normalize_advantages, ppo_clip_loss, value_loss
-from ..train import set_seed
+from ..train import progress_bar, set_seed
 from .core import AdaptiveKLController, FixedKLController, kl_penalized_rewards, response_logprobs
 
 
@@ -219,7 +218,7 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
               else AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.horizon))
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
     hist = PPOTextHistory()
-    bar = tqdm(range(cfg.iterations), desc="PPO", disable=not progress, mininterval=1.0)
+    bar = progress_bar(range(cfg.iterations), progress, desc="PPO", mininterval=1.0)
     for _ in bar:
         t0 = time.perf_counter()
         batch = [prompts[i] for i in torch.randint(len(prompts), (cfg.batch_size,), generator=gen).tolist()]

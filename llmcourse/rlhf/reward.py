@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..gpt import GPT
-from ..train import TrainConfig, make_optimizer, set_seed
+from ..train import TrainConfig, make_optimizer, progress_bar, set_seed
 from .core import bradley_terry_loss, kwise_ranking_loss, last_true
 
 
@@ -165,7 +164,7 @@ def train_reward_model(rm: RewardModel, data: Rankings, cfg: TrainConfig, loss: 
     hist = RewardHistory()
     t0 = time.perf_counter()
     rm.train()
-    for step in tqdm(range(steps), desc="reward model", disable=not progress, mininterval=1.0):
+    for step in progress_bar(range(steps), progress, desc="reward model", mininterval=1.0):
         for group in opt.param_groups:
             group["lr"] = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, steps)
         ids, mask, ranks = data.batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
