@@ -173,8 +173,9 @@ def check_bt_stable(fn):
     out = _call_bt(fn, rc, rr)
     want = _bt_ref(rc.detach(), rr.detach())
     assert torch.isfinite(out), (
-        f"bradley_terry_loss is {out.item()} for margins of ±100 in float32: sigmoid(-100) underflows to 0 "
-        "and log(0) = -inf; use F.logsigmoid (or softplus) instead of log(sigmoid(...))")
+        f"bradley_terry_loss is {out.item()} for margins of ±100 in float32: log(sigmoid(m)) is log(0) once "
+        "sigmoid(-100) underflows to 0, and log(1 + exp(-m)) overflows for m = -100; use F.logsigmoid "
+        "(or F.softplus), which stay finite")
     assert close(out, want, atol=1e-3), f"the loss for margins of ±100 is {out.item():.4f}, expected {want.item():.4f}"
     assert out.requires_grad, "the loss has no gradient with respect to the rewards (detached?)"
     grads = torch.autograd.grad(out, (rc, rr), allow_unused=True)
@@ -283,8 +284,8 @@ def check_kwise_stable(fn):
     out = _call_kwise(fn, rewards, ranks)
     want = _kwise_ref(rewards.detach(), ranks)
     assert torch.isfinite(out), (
-        f"kwise_ranking_loss is {out.item()} for rewards of ±100 in float32: log(sigmoid(-200)) is log(0); "
-        "use F.logsigmoid")
+        f"kwise_ranking_loss is {out.item()} for rewards of ±100 in float32: log(sigmoid(-200)) is log(0) and "
+        "log(1 + exp(200)) overflows; use F.logsigmoid (or F.softplus), which stay finite")
     assert close(out, want, atol=1e-3), f"the loss for rewards of ±100 is {out.item():.4f}, expected {want.item():.4f}"
     assert out.requires_grad, "the loss has no gradient with respect to the rewards (detached?)"
     (grad,) = torch.autograd.grad(out, rewards)
