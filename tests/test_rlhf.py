@@ -256,3 +256,20 @@ def test_pairs_and_rankings_losses_agree_for_two_responses():
     torch.testing.assert_close(ranking_scores(a, data), ranking_scores(b, data), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="K = 2"):
         train_reward_model(a, _a_count_rankings(4, 3, 8), rm_config(), loss="pairs", progress=False)
+
+
+def test_collect_rankings_samples_scores_and_ranks():
+    from llmcourse.rlhf.reward import collect_rankings
+
+    model = tiny_gpt().eval()
+    lab = PlainWordsLabeller(temperature=0.0)
+    g = torch.Generator().manual_seed(9)
+    data, scores = collect_rankings(model, TOK, ["abc:", "hello:", "q:"], lab, K=3, max_new_tokens=7,
+                                    temperature=1.0, generator=g, eos_id=TOK.stoi["}"], batch_size=4)
+    assert len(data) == 3 and data.K == 3 and scores.shape == (3, 3)
+    for p, rs, s, rk in zip(["abc:", "hello:", "q:"], data.responses, scores, data.ranks):
+        assert TOK.decode(data.prompts[["abc:", "hello:", "q:"].index(p)]) == p
+        assert all(1 <= len(r) <= 7 for r in rs)
+        assert s.tolist() == [lab.score_text(TOK.decode(r)) for r in rs]
+        order = sorted(range(3), key=lambda k: int(rk[k]))
+        assert all(s[order[i]] >= s[order[i + 1]] for i in range(2))     # temperature 0: sorted by score

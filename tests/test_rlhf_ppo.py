@@ -125,3 +125,16 @@ def test_runs_are_deterministic():
     b = train_ppo_text(tiny_policy(), count_a, PROMPTS, TOK, cfg, progress=False).as_dict()
     for key in ("score", "kl", "clip_fraction", "entropy", "length", "policy_loss", "samples"):
         assert a[key] == b[key], key
+
+
+def test_optimal_frontier_against_the_closed_form():
+    from llmcourse.rlhf.ppo import optimal_frontier
+
+    rewards = torch.tensor([[0.0, 1.0] * 8, [1.0, 0.0] * 8])          # rho: reward 0 or 1, half each
+    betas = [0.25, 0.5, 1.0, 4.0, 1e9]
+    kls, values = optimal_frontier(rewards, betas)
+    for beta, kl, v in zip(betas, kls, values):
+        p = 1 / (1 + math.exp(-1 / beta))                                # pi*(reward 1)
+        assert v == pytest.approx(p, rel=1e-9)
+        assert kl == pytest.approx(p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p)), abs=1e-9)
+    assert kls == sorted(kls, reverse=True) and kls[-1] == pytest.approx(0.0, abs=1e-9)

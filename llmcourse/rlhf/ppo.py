@@ -26,6 +26,7 @@ a trivially learnable labeller, and two runs giving the same logs.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -247,3 +248,24 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
         bar.set_postfix(labeller=f"{hist.labeller[-1]:.2f}", score=f"{hist.score[-1]:.2f}", kl=f"{kl:.2f}",
                         beta=f"{beta:.3f}")
     return hist
+
+
+def optimal_frontier(rewards: torch.Tensor, betas) -> tuple[list[float], list[float]]:
+    """The best reward for each KL budget, estimated by sampling (Ziegler et al., Fig. 3).
+
+    For a reward r and a coefficient beta the policy that maximises E[r] - beta KL(pi, rho)
+    is pi*(y) = rho(y) exp(r(y) / beta) / Z. ``rewards`` (P, N) are the rewards of N samples
+    of rho for each of P prompts; reweighting them by exp(r / beta) (self-normalised) gives,
+    per beta, the mean over prompts of E_pi*[r] and of KL(pi*, rho) = sum_i w_i log(N w_i).
+    The estimate is good while pi* keeps many samples: its KL cannot exceed log N.
+    Returns ``(kls, expected rewards)``, one per beta.
+    """
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    N = r.shape[1]
+    kls, values = [], []
+    for beta in betas:
+        logw = torch.log_softmax(r / beta, dim=1)                       # (P, N) self-normalised weights
+        w = logw.exp()
+        kls.append(float((w * (logw + math.log(N))).sum(1).mean()))
+        values.append(float((w * r).sum(1).mean()))
+    return kls, values

@@ -216,3 +216,39 @@ def pair_accuracy(scores: torch.Tensor, ranks: torch.Tensor) -> float:
 def ranking_accuracy(rm: RewardModel, data: Rankings, batch_size: int = 32) -> float:
     """Held-out comparison accuracy: the share of ranked pairs the reward model orders as the labeller did."""
     return pair_accuracy(ranking_scores(rm, data, batch_size), data.ranks)
+
+
+# ----------------------------------------------------------------------------- collecting comparisons
+
+
+@torch.no_grad()
+def sample_responses(model: GPT, tokenizer, prompts: list[str], K: int, max_new_tokens: int,
+                     temperature: float, generator: torch.Generator, eos_id=None,
+                     batch_size: int = 256) -> list[list[torch.Tensor]]:
+    """K sampled responses to each prompt (1-D token tensors, end token included, padding not),
+    from :func:`llmcourse.generation.generate`, ``batch_size`` sequences per call."""
+    from ..generation import generate
+
+    flat = [tokenizer.encode(p) for p in prompts for _ in range(K)]
+    out: list[torch.Tensor] = []
+    for start in range(0, len(flat), batch_size):
+        g = generate(model, flat[start:start + batch_size], max_new_tokens, temperature=temperature,
+                     generator=generator, eos_id=eos_id)
+        out += [row[:n].clone() for row, n in zip(g.tokens, g.lengths.tolist())]
+    return [out[i * K:(i + 1) * K] for i in range(len(prompts))]
+
+
+def collect_rankings(model: GPT, tokenizer, prompts: list[str], labeller, K: int, max_new_tokens: int,
+                     temperature: float, generator: torch.Generator, eos_id=None,
+                     batch_size: int = 256) -> tuple[Rankings, torch.Tensor]:
+    """Sample K responses to each prompt and have ``labeller`` rank them (with its noise):
+    ``(Rankings, noiseless scores (N, K))``."""
+    responses = sample_responses(model, tokenizer, prompts, K, max_new_tokens, temperature, generator,
+                                 eos_id, batch_size)
+    texts = [[tokenizer.decode(r) for r in rs] for rs in responses]
+    scores = labeller.score([p for p in prompts for _ in range(K)],
+                            [t for ts in texts for t in ts]).view(len(prompts), K)
+    from .labeller import sample_ranks
+
+    ranks = sample_ranks(scores, labeller.temperature, generator)
+    return Rankings([tokenizer.encode(p) for p in prompts], responses, ranks), scores
