@@ -273,3 +273,23 @@ def test_collect_rankings_samples_scores_and_ranks():
         assert s.tolist() == [lab.score_text(TOK.decode(r)) for r in rs]
         order = sorted(range(3), key=lambda k: int(rk[k]))
         assert all(s[order[i]] >= s[order[i + 1]] for i in range(2))     # temperature 0: sorted by score
+
+
+def test_evaluate_greedy_responses_and_rates():
+    tok = CharTokenizer(" ,.?'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz:\n}")
+    gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=96, n_layer=1, n_head=1, n_embd=16)).eval()
+    examples = [I.make_example("first_word", "Go on, sir."), I.make_example("count_words", "Go on, sir.")]
+    ev = I.evaluate(gpt, tok, examples, max_new_tokens=5)
+    from llmcourse.generation import generate
+    for ex, text in zip(examples, ev.responses):
+        g = generate(gpt, [ex.prompt], 5, temperature=0.0, eos_id=tok.stoi["}"], tokenizer=tok)
+        assert text == g.texts(tok)[0]
+    ev.correct, ev.ended = [True, False], [True, True]
+    assert ev.rate(examples) == 0.5 and ev.rate(examples, "first_word") == 1.0 and ev.rate(examples, what="ended") == 1.0
+
+
+def test_win_rate_is_the_mean_bradley_terry_probability():
+    lab = PlainWordsLabeller(temperature=0.5)
+    rate = lab.win_rate(["p"] * 3, ["I go", "a b", "long words here"], ["longer words", "a b", "I"])
+    p = [1 / (1 + math.exp(-(-1.5 + 5.5) / 0.5)), 0.5, 1 / (1 + math.exp(-(-13 / 3 + 1) / 0.5))]
+    assert rate == pytest.approx(sum(p) / 3)

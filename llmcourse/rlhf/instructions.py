@@ -109,6 +109,36 @@ def is_correct(example: Example, response: str) -> bool:
     return ended and head == example.answer
 
 
+@dataclass
+class Evaluation:
+    """Greedy responses to evaluation examples and how they fare, per kind."""
+
+    responses: list                 #: the generated text of each example (end marker included if it came)
+    correct: list                   #: exactly right, per example
+    ended: list                     #: the end marker came, per example
+
+    def rate(self, examples, kind: str | None = None, what: str = "correct") -> float:
+        """Share of the examples (of ``kind``, or all) that are correct (or ``what="ended"``)."""
+        flags = [f for e, f in zip(examples, getattr(self, what)) if kind is None or e.kind == kind]
+        return sum(flags) / len(flags)
+
+
+def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 40,
+             batch_size: int = 200) -> Evaluation:
+    """Greedy responses of ``model`` to each example's prompt, stopped at the end marker."""
+    from ..generation import generate
+
+    end = tokenizer.stoi[END]
+    texts = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        g = generate(model, [ex.prompt for ex in chunk], max_new_tokens, temperature=0.0, eos_id=end,
+                     tokenizer=tokenizer)
+        texts += g.texts(tokenizer)
+    return Evaluation(texts, [is_correct(e, t) for e, t in zip(examples, texts)],
+                      [answer_of(t)[1] for t in texts])
+
+
 # ----------------------------------------------------------------------------- lines of the plays
 
 HEADER = re.compile(r"^[A-Z][A-Z' ,&-]*\.$")         # a speaker, "ACT I.", a title

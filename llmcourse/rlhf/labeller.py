@@ -84,6 +84,12 @@ class Labeller:
         return sample_preferences(self.score(prompts, responses_a), self.score(prompts, responses_b),
                                   self.temperature, generator)
 
+    def win_rate(self, prompts, responses_a, responses_b) -> float:
+        """How often the labeller would prefer a to b, on average: the mean of the Bradley-Terry
+        probabilities (exact, no sampling; a tie counts one half)."""
+        return float(preference_probability(self.score(prompts, responses_a), self.score(prompts, responses_b),
+                                            self.temperature).mean())
+
     def rank(self, prompts, responses, generator: torch.Generator) -> torch.Tensor:
         """``responses``: B lists of K responses to each prompt -> (B, K) ranks, 0 = best (noisy)."""
         K = len(responses[0])
