@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -152,7 +153,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.smoke:
         args.train_prompts, args.val_prompts, args.kwise_prompts, args.pair_comparisons = 24, 8, [8, 24], [16]
-        args.rm_seeds, args.betas, args.targets, args.ppo_seeds = [0], [0.1], [3.0], [0]
+        args.rm_seeds, args.betas, args.targets, args.ppo_seeds = [0], [0.03, 0.3], [3.0, 8.0], [0]
         args.iterations, args.batch, args.minibatch, args.new_tokens = 2, 8, 4, 16
         args.frontier_prompts, args.frontier_samples = 2, 8
     torch.set_num_threads(args.threads)
@@ -203,7 +204,7 @@ def main(argv=None) -> dict:
     ids, mask = right_pad([join(p, r) for p, rs in zip(train.prompts, train.responses) for r in rs])
     rm.normalize_(ids, mask)
     rm_state = {k: v.half() for k, v in rm.state_dict().items()}
-    torch.save({"state_dict": rm_state, "config": lm.config.__dict__,
+    torch.save({"state_dict": rm_state, "config": asdict(lm.config),
                 "about": "reward model of chapter 22 (scripts/ch22_ziegler_runs.py): the pretrained GPT's trunk "
                          "and a scalar head, trained on every training ranking, normalised on rho's samples",
                 "pretrained_val_loss": info.get("val_loss")}, args.rm_out)

@@ -293,3 +293,20 @@ def test_win_rate_is_the_mean_bradley_terry_probability():
     rate = lab.win_rate(["p"] * 3, ["I go", "a b", "long words here"], ["longer words", "a b", "I"])
     p = [1 / (1 + math.exp(-(-1.5 + 5.5) / 0.5)), 0.5, 1 / (1 + math.exp(-(-13 / 3 + 1) / 0.5))]
     assert rate == pytest.approx(sum(p) / 3)
+
+
+def test_shipped_reward_model_loads_or_says_to_rerun_its_script(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from llmcourse.rlhf import reward
+
+    lm = tiny_gpt()
+    rm = RewardModel(lm)
+    torch.save({"state_dict": {k: v.half() for k, v in rm.state_dict().items()}, "config": asdict(lm.config)},
+               tmp_path / "rm.pt")
+    monkeypatch.setattr("llmcourse.data.data_path", lambda name: tmp_path / name)
+    loaded = reward.load_reward_model("rm.pt", lm)
+    ids, mask = right_pad([TOK.encode("abc:de")])
+    torch.testing.assert_close(loaded(ids, mask), rm.eval()(ids, mask), atol=1e-2, rtol=1e-2)   # float16 weights
+    with pytest.raises(ValueError, match="rerun the script"):
+        reward.load_reward_model("rm.pt", tiny_gpt(n_embd=16))

@@ -252,3 +252,23 @@ def collect_rankings(model: GPT, tokenizer, prompts: list[str], labeller, K: int
 
     ranks = sample_ranks(scores, labeller.temperature, generator)
     return Rankings([tokenizer.encode(p) for p in prompts], responses, ranks), scores
+
+
+def load_reward_model(name: str, lm: GPT) -> RewardModel:
+    """A reward model shipped in ``llmcourse/data`` (float16 weights) on the trunk shape of ``lm``.
+
+    Raises ``ValueError`` when the file was trained on a GPT of another shape: the file then
+    needs to be made again by its script (the pretrained checkpoint has changed).
+    """
+    from dataclasses import asdict
+
+    from ..data import data_path
+
+    with data_path(name).open("rb") as f:
+        ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    if ckpt["config"] != asdict(lm.config):
+        raise ValueError(f"{name} was trained on a GPT with {ckpt['config']}, not {asdict(lm.config)}: rerun the "
+                         "script that makes it (scripts/ch22_ziegler_runs.py for ch22_reward_model.pt)")
+    rm = RewardModel(lm)
+    rm.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    return rm.eval()
