@@ -103,6 +103,7 @@ class Rollout:
     returns: torch.Tensor           #: (B, N) advantages + values
     prompts: list                   #: the prompts as text
     texts: list                     #: the responses as text (end token included)
+    seconds: dict = field(default_factory=dict)   #: "generate" and "score" (log-probs, values, rewards) times
 
 
 @dataclass
@@ -122,8 +123,9 @@ class PPOTextHistory:
     value_loss: list = field(default_factory=list)
     samples: list = field(default_factory=list)       #: [(prompt, response, labeller score)] per iteration
     seconds: list = field(default_factory=list)       #: wall-clock seconds of each iteration
-    generate_seconds: list = field(default_factory=list)
-    update_seconds: list = field(default_factory=list)
+    generate_seconds: list = field(default_factory=list)   #: sampling the responses
+    score_seconds: list = field(default_factory=list)      #: log-probabilities, values, scores, advantages
+    update_seconds: list = field(default_factory=list)     #: the PPO epochs
     tokens: list = field(default_factory=list)        #: response tokens generated per iteration
 
     def as_dict(self) -> dict:
@@ -143,8 +145,10 @@ def rollout(policy: PolicyWithValue, ref: GPT, reward_model, prompts: list, toke
             beta: float, generator: torch.Generator) -> Rollout:
     """Sample responses, score them, and compute rewards, advantages and returns."""
     policy.eval()
+    t0 = time.perf_counter()
     g = generate(policy.lm, [tokenizer.encode(p) for p in prompts], cfg.max_new_tokens,
                  temperature=cfg.temperature, generator=generator, eos_id=cfg.eos_id)
+    t1 = time.perf_counter()
     seq, att, mask = g.sequences, g.attention_mask, g.token_mask
     P = seq.shape[1] - mask.shape[1]
     logp, values, _ = policy_outputs(policy, seq, att, P, cfg.temperature)
@@ -162,7 +166,7 @@ def rollout(policy: PolicyWithValue, ref: GPT, reward_model, prompts: list, toke
                            cfg.gamma, cfg.lam)
     adv, ret = adv.T.masked_fill(~mask, 0.0), ret.T.masked_fill(~mask, 0.0)
     return Rollout(seq, att, mask, logp, ref_logp, values, scores.float(), rewards, adv, ret,
-                   list(prompts), g.texts(tokenizer))
+                   list(prompts), g.texts(tokenizer), {"generate": t1 - t0, "score": time.perf_counter() - t1})
 
 
 def ppo_text_update(policy: PolicyWithValue, optimizer, ro: Rollout, cfg: PPOTextConfig,
@@ -242,7 +246,8 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
         hist.samples.append([(p, t, h) for p, t, h in
                              zip(ro.prompts[:cfg.n_samples], ro.texts[:cfg.n_samples], human[:cfg.n_samples])])
         hist.tokens.append(int(ro.mask.sum()))
-        hist.generate_seconds.append(t1 - t0)
+        hist.generate_seconds.append(ro.seconds["generate"])
+        hist.score_seconds.append(ro.seconds["score"])
         hist.update_seconds.append(t2 - t1)
         hist.seconds.append(time.perf_counter() - t0)
         bar.set_postfix(labeller=f"{hist.labeller[-1]:.2f}", score=f"{hist.score[-1]:.2f}", kl=f"{kl:.2f}",
