@@ -7,30 +7,24 @@ log-sum-exp, softplus and binary cross-entropy, float64 inside, index arithmetic
 prints, warns and writes to stderr: full marks), submissions that call the course's own
 ``llmcourse.rlhf`` (no credit for that part) and a broken one.
 
-Every entry is proven in-process in the fast tier: the notebook's cells with the entry's
-sources, then the hidden test cells, in one namespace, as a kernel runs them (a hidden test
-passes when it raises nothing and writes nothing to stderr, nbgrader's rule). One real
-``nbgrader autograde`` batch (slow) grades the solution, the release, one wrong entry per
-part, one library call, the noisy correct entry and the broken submission, and checks that
-nbgrader's verdict per test equals the in-process one; ``llmcourse grade`` grades the
-solution once. The ungraded PPO cells at the end are shortened with ``RLHF_DEMO_ITERS``.
+Proven with ``nbgrader_harness.Catalogue``: every entry in-process in the fast tier (the
+notebook's cells with the entry's sources, then the hidden test cells, in one namespace, as a
+kernel runs them; a hidden test passes when it raises nothing and writes nothing to stderr,
+nbgrader's rule); one real ``nbgrader autograde`` batch (slow) of the solution, the release,
+the first wrong entry of each part, one library call, the noisy correct entry and the broken
+submission, whose verdict per test must equal the in-process one; and ``llmcourse grade``
+(workers, sandbox, tamper guard) grades the solution once (slow). The ungraded PPO cells at the end are shortened with ``RLHF_DEMO_ITERS``.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import linecache
 import os
 import shutil
 import textwrap
-import warnings
-from dataclasses import dataclass
 
 import nbformat
 import pytest
 
-from nbgrader_harness import (REPO, assert_full_marks, assert_library_gets_no_credit, assert_solution_and_release,
-                              assert_wrong_loses, grade_catalogue, grade_id, solution_sources)
+from nbgrader_harness import REPO, Catalogue, grade_id, solution_sources
 
 ASSIGNMENT = "rlhf"
 SOL = solution_sources(ASSIGNMENT)
@@ -328,114 +322,24 @@ FORBIDDEN = {
 
 BAD = {"syntax_error": ({**SOL, "bt": "def bradley_terry_loss(r_chosen, r_rejected)\n    return 0"}, BT)}
 
-# ----------------------------------------------------------------------------- running a submission in-process
+# ----------------------------------------------------------------------------- the proofs (nbgrader_harness.Catalogue)
 
-NB_PATH = REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
-NOTEBOOK = nbformat.read(NB_PATH, as_version=4)
-POINTS = {grade_id(c): c.metadata["nbgrader"]["points"] for c in NOTEBOOK.cells
-          if c.metadata.get("nbgrader", {}).get("grade") and c.metadata["nbgrader"].get("points", 0) > 0}
-HIDDEN = [t for ts in PART_TESTS.values() for t in ts]
-
-
-@dataclass
-class CellRun:
-    error: str          # "Ename: message" of the exception, '' if none
-    stdout: str
-    stderr: str         # stderr and the warnings shown (nbgrader fails a test cell with any)
-
-    @property
-    def passed(self) -> bool:
-        return not self.error and not self.stderr
-
-    @property
-    def text(self) -> str:
-        return self.error or f"stderr: {self.stderr}"
+CAT = Catalogue(ASSIGNMENT, PART_TESTS, wrong=WRONG, correct=CORRECT, forbidden=FORBIDDEN,
+                bad={n: (src, ()) for n, (src, _) in BAD.items()}, timeout=TIMEOUT,
+                env={"RLHF_DEMO_ITERS": "1"},                   # the ungraded PPO cells: one iteration
+                nbgrader_forbidden=["kwise_calls_the_package"], nbgrader_correct=["noisy_prints_and_warns"],
+                total=TOTAL)
 
 
-def release_sources() -> dict[str, str]:
-    nb = nbformat.read(REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    return {grade_id(c): c.source for c in nb.cells if grade_id(c) in SOL}
-
-
-def run(sources: dict[str, str]) -> dict[str, CellRun]:
-    """The notebook's code cells up to the last hidden test, in one namespace as a kernel runs
-    them, with ``sources`` in place of the solution cells they name: grade_id -> CellRun."""
-    ns: dict = {"__name__": "__main__"}
-    out: dict[str, CellRun] = {}
-    cells = [c for c in NOTEBOOK.cells if c.cell_type == "code"]
-    last = max(i for i, c in enumerate(cells) if grade_id(c) in POINTS)
-    for i, cell in enumerate(cells[: last + 1]):
-        gid = grade_id(cell)
-        src = sources.get(gid, SOL[gid]) if gid in SOL else cell.source
-        stdout, stderr, error = io.StringIO(), io.StringIO(), ""
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                name = f"<cell {gid or i}>"
-                linecache.cache[name] = (len(src), None, src.splitlines(True), name)
-                exec(compile(src, name, "exec"), ns)
-            except Exception as e:                              # noqa: BLE001 (a kernel reports it)
-                error = f"{type(e).__name__}: {e}"
-        if gid in POINTS:
-            shown = [f"{w.category.__name__}: {w.message}" for w in caught
-                     if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
-            out[gid] = CellRun(error, stdout.getvalue(), stderr.getvalue() + "\n".join(shown))
-    return out
-
-
-def touched(sources: dict[str, str]) -> set[str]:
-    return {t for p in sources for t in PART_TESTS[p]}
-
-
-# ----------------------------------------------------------------------------- in-process proofs (fast)
-
-
-def test_catalogue_is_large_enough_and_consistent():
-    assert sum(POINTS.values()) == TOTAL and set(POINTS) == set(HIDDEN)
+def test_catalogue_is_large_enough_and_covers_every_part():
     assert len(WRONG) >= 15 and len(CORRECT) >= 4
-    for name, (src, must_fail, words) in {**WRONG, **FORBIDDEN}.items():
-        assert set(src) <= set(SOL) and set(must_fail) <= set(HIDDEN) and words, name
+    assert all(words for _, _, words in {**WRONG, **FORBIDDEN}.values())
     assert {p for src, _, _ in WRONG.values() for p in src} == set(PART_TESTS)     # every part has wrong entries
 
 
-def test_solution_full_marks():
-    res = run({})
-    assert all(r.passed for r in res.values()), {k: r.text for k, r in res.items() if not r.passed}
-    assert all(r.stdout.startswith("ok: ") for r in res.values()), {k: r.stdout for k, r in res.items()}
-
-
-def test_release_gets_nothing():
-    res = run(release_sources())
-    assert not any(r.passed for r in res.values()), [k for k, r in res.items() if r.passed]
-    assert all("replace it with your code" in r.error for r in res.values()), res
-
-
-@pytest.mark.parametrize("name", list(WRONG))
-def test_wrong_loses_its_points_with_its_words(name):
-    src, must_fail, words = WRONG[name]
-    res = run(src)
-    lost = {k for k, r in res.items() if not r.passed}
-    assert set(must_fail) <= lost, (must_fail, {k: res[k].text[:300] for k in res})
-    first = res[must_fail[0]].error
-    assert first.startswith("AssertionError") and words in first, first
-    assert lost <= touched(src), {k: res[k].text[:300] for k in lost - touched(src)}
-
-
-@pytest.mark.parametrize("name", list(CORRECT))
-def test_correct_gets_full_marks(name):
-    res = run(CORRECT[name])
-    assert all(r.passed for r in res.values()), {k: r.text for k, r in res.items() if not r.passed}
-
-
-@pytest.mark.parametrize("name", list(FORBIDDEN))
-def test_library_call_gets_no_credit_for_its_part(name):
-    src, must_fail, words = FORBIDDEN[name]
-    res = run(src)
-    assert {k for k, r in res.items() if not r.passed} == set(must_fail), {
-        k: r.text[:300] for k, r in res.items() if not r.passed}
-    assert all("gets no credit" in res[k].error and words in res[k].error for k in must_fail), {
-        k: res[k].error for k in must_fail}
+@pytest.mark.parametrize("kind,name", CAT.entries())
+def test_catalogue_in_process(kind, name):
+    CAT.prove(kind, name)
 
 
 def test_the_package_meets_the_graders():
@@ -443,64 +347,22 @@ def test_the_package_meets_the_graders():
     from llmcourse.rlhf import core
 
     src = open(core.__file__).read().replace("from __future__ import annotations\n", "")
-    res = run({"logprobs": src, "bt": "", "kwise": "", "rewards": "", "controller": ""})
+    res = CAT.run({"logprobs": src, "bt": "", "kwise": "", "rewards": "", "controller": ""})
     assert all(r.passed for r in res.values()), {k: r.text for k, r in res.items() if not r.passed}
 
 
 # ----------------------------------------------------------------------------- the nbgrader batch (slow)
 
-NBGRADER_WRONG = {"logprobs_bt": ["logprobs_wrong_shift", "bt_log_of_sigmoid"],
-                  "kwise_rewards_controller": ["kwise_ranks_backwards", "rewards_score_at_count",
-                                               "controller_no_clip"]}   # one entry per part, two students
-NBGRADER_FORBIDDEN = ["kwise_calls_the_package"]
-NBGRADER_CORRECT = ["noisy_prints_and_warns"]
-
-
-def nbgrader_submissions() -> dict[str, dict[str, str]]:
-    subs = {f"wrong_{k}": {p: src for n in names for p, src in WRONG[n][0].items()}
-            for k, names in NBGRADER_WRONG.items()}
-    subs.update({f"forbidden_{n}": FORBIDDEN[n][0] for n in NBGRADER_FORBIDDEN})
-    subs.update({f"correct_{n}": CORRECT[n] for n in NBGRADER_CORRECT})
-    return subs
-
-
 @pytest.fixture(scope="module")
 def graded():
-    old = os.environ.get("RLHF_DEMO_ITERS")
-    os.environ["RLHF_DEMO_ITERS"] = "1"                  # the ungraded PPO cells: one iteration
-    try:
-        return grade_catalogue(ASSIGNMENT, SOL, TIMEOUT,
-                               extra={**{s: ({**SOL, **src}, ()) for s, src in nbgrader_submissions().items()},
-                                      **{f"bad_{n}": (src, ()) for n, (src, _) in BAD.items()}})
-    finally:
-        if old is None:
-            os.environ.pop("RLHF_DEMO_ITERS", None)
-        else:
-            os.environ["RLHF_DEMO_ITERS"] = old
+    """The solution, the release, the first wrong entry of each part, one library call, the noisy
+    correct entry and the broken submission, graded by ONE nbgrader autograde run."""
+    return CAT.grade()
 
 
 @pytest.mark.slow
-def test_solution_full_marks_release_zero(graded):
-    assert_solution_and_release(graded["solution"], graded["release"], TOTAL, "test_logprobs_values")
-
-
-@pytest.mark.slow
-def test_nbgrader_agrees_with_the_in_process_verdicts(graded):
-    for student, src in nbgrader_submissions().items():
-        r = graded[student]
-        if student.startswith("wrong_"):
-            for n in NBGRADER_WRONG[student[len("wrong_"):]]:
-                _, must_fail, words = WRONG[n]
-                assert_wrong_loses(r, must_fail, words, allowed=touched(src))
-        elif student.startswith("forbidden_"):
-            _, must_fail, words = FORBIDDEN[student[len("forbidden_"):]]
-            assert_library_gets_no_credit(r, must_fail, words)
-        else:
-            assert_full_marks(r)
-        mine = run({**SOL, **src})
-        assert set(r.lost()) == {k for k, c in mine.items() if not c.passed}, (student, r.lost(), mine)
-        for k in r.lost():
-            assert r.errors[k].splitlines()[0] == mine[k].text.splitlines()[0], (student, k, r.errors[k])
+def test_nbgrader_grades_as_in_process(graded):
+    CAT.assert_graded(graded)
 
 
 @pytest.mark.slow
