@@ -310,3 +310,15 @@ def test_shipped_reward_model_loads_or_says_to_rerun_its_script(tmp_path, monkey
     torch.testing.assert_close(loaded(ids, mask), rm.eval()(ids, mask), atol=1e-2, rtol=1e-2)   # float16 weights
     with pytest.raises(ValueError, match="rerun the script"):
         reward.load_reward_model("rm.pt", tiny_gpt(n_embd=16))
+
+
+def test_copying_a_model_leaves_the_config_class_alone():
+    """The tamper guard of ``llmcourse grade`` compares classes by value; copying a GPT (as
+    RewardModel and PPO's reference do in the assignment's demo) must not add to GPTConfig."""
+    import copy
+    import pickle
+
+    before = dict(vars(GPTConfig))
+    copy.deepcopy(RewardModel(tiny_gpt()))
+    pickle.dumps(GPTConfig())
+    assert dict(vars(GPTConfig)) == before
