@@ -3,7 +3,9 @@
 A rollout's rewards against a loop (the KL penalty on every response token, the score on
 the last one); its log-probabilities against the generator's own; its advantages against a
 per-episode GAE loop; the policy at iteration 0 equal to the reference (KL exactly 0); a
-few iterations raising the reward of a trivially learnable labeller; two runs, same logs.
+few iterations raising the reward of a trivially learnable labeller; two runs, same logs;
+PPO-ptx with a zero coefficient equal to PPO, and with a positive one keeping the
+pretraining loss down.
 """
 import copy
 import math
@@ -138,3 +140,41 @@ def test_optimal_frontier_against_the_closed_form():
         assert v == pytest.approx(p, rel=1e-9)
         assert kl == pytest.approx(p * math.log(2 * p) + (1 - p) * math.log(2 * (1 - p)), abs=1e-9)
     assert kls == sorted(kls, reverse=True) and kls[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def ptx_batches(seed=0):
+    """Language-modelling batches of a text the policy is not rewarded for (its own generator)."""
+    ids = TOK.encode("hgfedcba" * 40)
+    g = torch.Generator().manual_seed(seed)
+
+    def batch():
+        i = torch.randint(len(ids) - 17, (8,), generator=g)
+        return torch.stack([ids[j:j + 16] for j in i]), torch.stack([ids[j + 1:j + 17] for j in i])
+    return batch
+
+
+def test_ppo_ptx_with_a_zero_coefficient_is_ppo():
+    cfg = PPOTextConfig(iterations=3, batch_size=8, max_new_tokens=5, minibatch_size=4, lr=1e-3, seed=3)
+    a = train_ppo_text(tiny_policy(), count_a, PROMPTS, TOK, cfg, progress=False).as_dict()
+    b = train_ppo_text(tiny_policy(), count_a, PROMPTS, TOK, cfg, progress=False,
+                       pretrain_batch=ptx_batches()).as_dict()
+    for key in ("score", "kl", "clip_fraction", "entropy", "policy_loss", "samples"):
+        assert a[key] == b[key], key
+    assert all(math.isnan(x) for x in a["ptx_loss"]) and all(math.isfinite(x) for x in b["ptx_loss"])
+
+
+def test_ppo_ptx_keeps_the_pretraining_loss_down():
+    """The pretraining term (InstructGPT's eq. 2) pulls the policy back towards its text."""
+    def lm_loss(policy):
+        x, y = ptx_batches(seed=99)()
+        with torch.no_grad():
+            return policy.lm(x, y)[1].item()
+
+    ends = {}
+    for coef in (0.0, 1.0):
+        policy = tiny_policy()
+        cfg = PPOTextConfig(iterations=6, batch_size=16, max_new_tokens=8, minibatch_size=8, lr=3e-3, beta=0.01,
+                            seed=1, ptx_coef=coef)
+        train_ppo_text(policy, count_a, PROMPTS, TOK, cfg, progress=False, pretrain_batch=ptx_batches())
+        ends[coef] = lm_loss(policy)
+    assert ends[1.0] < ends[0.0] - 0.1, ends

@@ -8,7 +8,8 @@ rho), score them with the reward model r, pay each token the KL penalty
 with a value head and GAE (gamma = 1, lambda = 0.95), and take several epochs of PPO's
 clipped steps (Schulman et al. 2017, arXiv:1707.06347); beta is fixed or follows the
 adaptive controller towards a target KL. Stiennon et al. (2020) and Ouyang et al. (2022)
-use the same loop.
+use the same loop; Ouyang et al.'s PPO-ptx (their eq. 2) adds a pretraining loss to each
+step (``PPOTextConfig.ptx_coef`` and ``train_ppo_text(pretrain_batch=...)``).
 
 The pieces are the course's own: rollouts from :func:`llmcourse.generation.generate` (one
 batched, KV-cached call per iteration), GAE and the clipped policy and value losses from
@@ -85,6 +86,7 @@ class PPOTextConfig:
     whiten_scores: bool = False     #: normalise each batch's scores to mean 0, std 1 before use
     seed: int = 0                   #: prompts, sampling and minibatch order
     n_samples: int = 3              #: responses kept in the log per iteration
+    ptx_coef: float = 0.0           #: PPO-ptx: weight of the pretraining loss in each step (InstructGPT's gamma)
 
 
 @dataclass
@@ -127,6 +129,7 @@ class PPOTextHistory:
     score_seconds: list = field(default_factory=list)      #: log-probabilities, values, scores, advantages
     update_seconds: list = field(default_factory=list)     #: the PPO epochs
     tokens: list = field(default_factory=list)        #: response tokens generated per iteration
+    ptx_loss: list = field(default_factory=list)      #: mean pretraining loss of the PPO-ptx batches (nan: none)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,11 +173,14 @@ def rollout(policy: PolicyWithValue, ref: GPT, reward_model, prompts: list, toke
 
 
 def ppo_text_update(policy: PolicyWithValue, optimizer, ro: Rollout, cfg: PPOTextConfig,
-                    generator: torch.Generator) -> dict:
+                    generator: torch.Generator, pretrain_batch=None) -> dict:
     """``cfg.epochs`` passes of clipped PPO steps over the rollout, in minibatches of episodes.
 
     Advantages are whitened over the response tokens of each minibatch (as the course's
     CartPole PPO and Ziegler et al.'s code do); the losses are means over those tokens.
+    With ``pretrain_batch`` (a callable returning language-modelling inputs and targets
+    ``(x, y)``), each step also adds ``cfg.ptx_coef`` times the policy's loss on a fresh batch
+    of them: PPO-ptx, the pretraining term of InstructGPT's eq. 2 (Ouyang et al. 2022).
     Returns the mean of the logged stats.
     """
     policy.train()
@@ -190,19 +196,26 @@ def ppo_text_update(policy: PolicyWithValue, optimizer, ro: Rollout, cfg: PPOTex
             pg_loss, stats = ppo_clip_loss(logp[m], ro.logprobs[idx][m], adv, cfg.clip_eps)
             v_loss = value_loss(values[m], ro.returns[idx][m], ro.values[idx][m], cfg.value_clip)
             loss = pg_loss + cfg.vf_coef * v_loss
+            ptx = {}
+            if pretrain_batch is not None:
+                x, y = pretrain_batch()
+                _, lm_loss = policy.lm(x, y)
+                loss = loss + cfg.ptx_coef * lm_loss
+                ptx = {"ptx_loss": lm_loss.item()}
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             optimizer.step()
             with torch.no_grad():
                 entropy = categorical_entropy(logits[m]).mean().item()
-            logs.append(dict(stats, policy_loss=pg_loss.item(), value_loss=v_loss.item(), entropy=entropy))
+            logs.append(dict(stats, policy_loss=pg_loss.item(), value_loss=v_loss.item(), entropy=entropy, **ptx))
     policy.eval()
     return {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
 
 
 def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokenizer, cfg: PPOTextConfig,
-                   ref: GPT | None = None, labeller=None, progress: bool = True) -> PPOTextHistory:
+                   ref: GPT | None = None, labeller=None, progress: bool = True,
+                   pretrain_batch=None) -> PPOTextHistory:
     """Fine-tune ``policy`` in place with PPO against ``reward_model`` (a callable
     ``(sequences, attention_mask) -> (B,)`` scores, such as a :class:`~llmcourse.rlhf.reward.RewardModel`).
 
@@ -210,6 +223,8 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
     scores and updates. ``ref`` is the reference model rho (default: a frozen copy of the
     policy's language model as it is now). ``labeller(prompts, responses) -> (B,)``, if
     given, scores the same responses for the log: the reward the reward model stands for.
+    ``pretrain_batch() -> (x, y)``, if given, makes it PPO-ptx (see :func:`ppo_text_update`;
+    draw its batches with a generator of its own, so that the rollouts stay as they were).
     Deterministic for a given ``cfg.seed`` (on one thread).
     """
     set_seed(cfg.seed)
@@ -230,7 +245,7 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
         beta = kl_ctl.value
         ro = rollout(policy, ref, reward_model, batch, tokenizer, cfg, beta, gen)
         t1 = time.perf_counter()
-        stats = ppo_text_update(policy, optimizer, ro, cfg, gen)
+        stats = ppo_text_update(policy, optimizer, ro, cfg, gen, pretrain_batch)
         t2 = time.perf_counter()
         kl = ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(-1).mean().item()
         kl_ctl.update(kl, cfg.batch_size)
@@ -243,6 +258,7 @@ def train_ppo_text(policy: PolicyWithValue, reward_model, prompts: list, tokeniz
         for key in ("clip_fraction", "approx_kl", "entropy", "policy_loss", "value_loss"):
             getattr(hist, key).append(stats[key])
         hist.length.append(ro.mask.sum(-1).double().mean().item())
+        hist.ptx_loss.append(stats.get("ptx_loss", float("nan")))
         hist.samples.append([(p, t, h) for p, t, h in
                              zip(ro.prompts[:cfg.n_samples], ro.texts[:cfg.n_samples], human[:cfg.n_samples])])
         hist.tokens.append(int(ro.mask.sum()))
