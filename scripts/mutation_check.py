@@ -64,6 +64,9 @@ COVERS = {
     "tokenizer.py": ["test_data.py"],
     "gpt.py": ["test_gpt.py", "test_generation.py", "test_peft.py"],
     "train.py": ["test_train.py"],
+    "rlhf/core.py": ["test_rlhf_core.py", "test_autograder_rlhf.py"],
+    "rlhf/sft.py": ["test_rlhf.py"],
+    "rlhf/ppo.py": ["test_rlhf_ppo.py"],
 }
 
 
@@ -237,7 +240,22 @@ MUTANTS = [
     M("gpt_attention_residual_missing", "gpt.py", "x = x + self.attn(self.ln_1(x), mask, kv)",
       "x = self.attn(self.ln_1(x), mask, kv)"),
     M("gpt_attention_not_causal", "gpt.py", "causal = mask is None", "causal = False"),
-    M("gpt_final_norm_skipped", "gpt.py", "logits = self.lm_head(self.ln_f(x))", "logits = self.lm_head(x)"),
+    # -- RLHF (rlhf/core.py, rlhf/sft.py, rlhf/ppo.py)
+    M("rlhf_logprobs_wrong_shift", "rlhf/core.py",
+      "logp = F.log_softmax(logits[:, :-1], dim=-1)", "logp = F.log_softmax(logits[:, 1:], dim=-1)"),
+    M("rlhf_kwise_ranks_backwards", "rlhf/core.py",
+      "better = ranks[:, :, None] < ranks[:, None, :]", "better = ranks[:, :, None] > ranks[:, None, :]"),
+    M("rlhf_score_at_first_response_token", "rlhf/core.py",
+      "return T - 1 - mask.flip(-1).to(torch.uint8).argmax(-1)", "return mask.to(torch.uint8).argmax(-1)"),
+    M("rlhf_kl_controller_unclipped", "rlhf/core.py",
+      "error = min(max(float(current_kl) / self.target_kl - 1.0, -0.2), 0.2)",
+      "error = float(current_kl) / self.target_kl - 1.0"),
+    M("rlhf_sft_trains_on_the_prompt", "rlhf/sft.py",
+      "targets[: len(p) - 1] = IGNORE", "targets[: len(p) - 1] = targets[: len(p) - 1]"),
+    M("rlhf_ppo_reference_at_another_temperature", "rlhf/ppo.py",
+      "ref_logp = response_logprobs(ref_logits[:, P - 1:] / cfg.temperature, seq[:, P - 1:])",
+      "ref_logp = response_logprobs(ref_logits[:, P - 1:], seq[:, P - 1:])"),
+    M("gpt_final_norm_skipped", "gpt.py", "return self.ln_f(x)", "return x"),
     M("cosine_warmup_starts_at_zero_and_ends_early", "train.py",
       "return max_lr * (step + 1) / warmup", "return max_lr * step / warmup"),
     M("weight_decay_on_biases_and_norms", "train.py", "decay = [p for p in params if p.dim() >= 2]",
