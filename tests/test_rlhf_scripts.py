@@ -67,7 +67,7 @@ def test_benchmark_quick_mode():
     assert set(res["tokens_per_second"]) == {"generate", "score", "update", "iteration"}
     assert all(v > 0 for v in res["tokens_per_second"].values())
     s = res["seconds"]
-    assert s["generate"] + s["score"] + s["update"] <= s["iteration"]
+    assert s["generate"] + s["score"] + s["update"] <= s["iteration"] + 0.002      # each rounded to 1 ms
 
 
 # ----------------------------------------------------------------------------- the shipped results
