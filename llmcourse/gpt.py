@@ -155,12 +155,6 @@ class GPTConfig:
     fused_attention: bool = True  #: PyTorch's fused attention kernel (False: the course's own)
 
 
-# copy.deepcopy and pickle cache a class's slot names on the class the first time they copy an
-# instance (copyreg._slotnames). Set here, at import, so that copying a model in a graded kernel
-# (RewardModel, PPO's reference) does not change the class after the tamper guard's snapshot.
-GPTConfig.__slotnames__ = []
-
-
 class GPT(nn.Module):
     """Token and position embeddings, ``n_layer`` blocks, a final LayerNorm, a tied output layer."""
 
