@@ -176,12 +176,15 @@ def test_pretrained_info_keeps_the_loss_curves(pretrained):
 
 
 def test_package_data_budget():
-    """All shipped data, the checkpoint and its snapshots included, stays within 15 MB."""
+    """All shipped data stays within 20 MB ("tens of MB in all, each file justified"): the
+    checkpoint and its four snapshots (13 MB, the model page and chapters 7 and 12-22 stand on
+    them), chapter 22's reward model (2.6 MB: training it takes minutes, beyond a chapter's
+    budget), the corpora and the small results of the longer runs (README, "Data and licences")."""
     from llmcourse.data import data_path
 
     root = data_path("")
     total = sum(p.stat().st_size for p in Path(str(root)).rglob("*") if p.is_file())
-    assert total <= 15e6, f"llmcourse/data holds {total / 1e6:.1f} MB"
+    assert total <= 20e6, f"llmcourse/data holds {total / 1e6:.1f} MB"
     assert Path(str(data_path("gpt_shakespeare.pt"))).stat().st_size <= 5e6
 
 
