@@ -108,5 +108,5 @@ def test_shipped_ch22_runs_are_the_scripts_defaults_on_todays_checkpoint():
     lm, _, info = load_pretrained()
     assert res["pretrained"]["val_loss"] == info["val_loss"], "rerun: the checkpoint changed"
     load_reward_model("ch22_reward_model.pt", lm)       # raises when trained on another shape
-    assert len(res["ppo"]) == (len(s["betas"]) + len(s["targets"])) * len(s["ppo_seeds"])
+    assert len(res["ppo"]) == len(s["betas"]) * len(s["ppo_seeds"]) + len(s["targets"])   # adaptive runs: one seed
     assert all(len(p["kl"]) == s["iterations"] for p in res["ppo"])
