@@ -134,6 +134,20 @@ def solution_sources(assignment: str, notebook: str | None = None) -> dict[str, 
     return out
 
 
+def course_with_submission(root: Path, assignment: str, sources: dict[str, str], student: str = "solution") -> None:
+    """A course folder for ``llmcourse grade`` in ``root``: the nbgrader config, the source
+    notebook, and the release with ``sources`` (grade id -> code) filled in, submitted by ``student``."""
+    shutil.copy(REPO / "nbgrader_config.py", root / "nbgrader_config.py")
+    shutil.copytree(REPO / "solutions" / assignment, root / "solutions" / assignment)
+    nb = nbformat.read(REPO / "exercises" / assignment / f"{assignment}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if grade_id(cell) in sources:
+            cell.source = sources[grade_id(cell)]
+    folder = root / "submitted" / student / assignment
+    folder.mkdir(parents=True)
+    nbformat.write(nb, folder / f"{assignment}.ipynb")
+
+
 def error_text(cell) -> str:
     """'Ename: evalue' of every error output of a cell, plus stderr, joined by newlines."""
     parts = []

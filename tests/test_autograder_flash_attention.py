@@ -18,15 +18,13 @@ checks measure tiling with is tested in ``tests/test_flash_grading.py``.
 """
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from llmcourse import flash
-from nbgrader_harness import REPO, Catalogue, grade_id, solution_sources
+from nbgrader_harness import REPO, Catalogue, course_with_submission, grade_id, solution_sources
 
 ASSIGNMENT = "flash_attention"
 SOL = solution_sources(ASSIGNMENT)
@@ -537,15 +535,7 @@ def test_llmcourse_grade_gives_the_solution_full_marks(tmp_path):
     """The same notebook through the course's own grader (workers, sandbox, guard)."""
     from llmcourse.grading import batch, sandbox
 
-    shutil.copy(REPO / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
-    shutil.copytree(REPO / "solutions" / ASSIGNMENT, tmp_path / "solutions" / ASSIGNMENT)
-    nb = nbformat.read(REPO / "exercises" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", as_version=4)
-    for cell in nb.cells:
-        if grade_id(cell) in SOL:
-            cell.source = SOL[grade_id(cell)]
-    folder = tmp_path / "submitted" / "solution" / ASSIGNMENT
-    folder.mkdir(parents=True)
-    nbformat.write(nb, folder / f"{ASSIGNMENT}.ipynb")
+    course_with_submission(tmp_path, ASSIGNMENT, SOL)
     limits = sandbox.Limits(cpu_seconds=300, address_space_mb=4096, file_size_mb=64, processes=96, wall_seconds=600)
     (result,) = batch.grade(tmp_path, ASSIGNMENT, workers=1, limits=limits, progress=False)
     assert result.status == "graded", result
