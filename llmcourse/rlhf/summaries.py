@@ -1,0 +1,217 @@
+"""A summarisation task made from the plays, and a labeller who judges summaries by rule.
+
+Stiennon, Ouyang, Wu, Ziegler, Lowe, Voss, Radford, Amodei, Christiano (2020), "Learning
+to summarize from human feedback", arXiv:2009.01325: Reddit posts (TL;DR) in, one-line
+summaries out; supervised fine-tuning on reference summaries, a reward model from human
+comparisons, then PPO against it with a KL penalty to the SFT policy (their Sec. 3-4).
+Their Fig. 5: optimised too hard, the reward model's score keeps rising while the people's
+preference peaks and falls.
+
+Here, in 128 characters of context:
+
+- **a passage**: one line of a speech and its speaker, ``"KING RICHARD: I am in health, I
+  breathe, and see thee ill."`` (at most :data:`MAX_PASSAGE` characters), from the first 90%
+  of the shipped text only (as :mod:`~llmcourse.rlhf.instructions`);
+- **a summary**: the speaker's name and a few of the passage's words,
+  ``"King Richard: health, breathe}"``, ending with the end marker ``END``;
+- **reference summaries** by a rule of thumb a hurried writer might use: the name and the
+  line's :data:`N_KEY` *longest* content words, in the line's order (a content word has at
+  least three letters and is not one of the corpus's :data:`N_FUNCTION` most frequent words);
+- **the labeller** (:class:`SummaryLabeller`), whose score says what it rewards:
+  ``coverage - length_penalty * (characters past the budget) - invented_penalty * (invented
+  words) - no_end_penalty * (no end marker)``. Coverage is the share of the passage's key
+  content, the speaker's name and the line's :data:`N_KEY` *rarest* content words (rarity
+  counted in the corpus), that the summary names. Its preference differs a little from the
+  reference writer's (rarest words, not longest), as people's did from the TL;DR authors'.
+
+The trade-off a reward model can get wrong: more of the passage's words raise coverage
+(or cost nothing) while the summary is within :data:`BUDGET` characters, and past it every
+character costs more than any word can earn. Summaries of the SFT policy rarely pass the
+budget, so a reward model trained on their comparisons mostly sees "more passage words,
+better", and may extrapolate it. Checked by ``tests/test_rlhf_summaries.py``.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .instructions import END
+from .labeller import Labeller
+
+PROMPT_FORMAT = "Passage: {passage}\nSummary: "
+MAX_PASSAGE = 68            #: characters of a passage: its prompt (87) and 41 summary tokens fit 128
+MAX_NEW_TOKENS = 41         #: the longest summary sampled, end marker included
+BUDGET = 34                 #: characters a summary may have before the end marker, free of charge
+N_KEY = 3                   #: content words in a reference summary, and salient words the labeller looks for
+N_FUNCTION = 100            #: the corpus's most frequent words are function words, not content
+
+WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+SPEAKER = re.compile(r"^([A-Z][A-Z' ]+)\.$")
+
+
+def words(text: str) -> list[str]:
+    """Lowercase words of ``text``, apostrophes inside kept: ``"Dar'st thou"`` -> ``["dar'st", "thou"]``."""
+    return WORD.findall(text.lower())
+
+
+@lru_cache(maxsize=1)
+def _corpus() -> tuple[str, str]:
+    from ..data import load_shakespeare
+
+    full = load_shakespeare()
+    return full[: int(0.9 * len(full))], "".join(sorted(set(full)))
+
+
+@lru_cache(maxsize=1)
+def word_counts() -> Counter:
+    """How often each word occurs in the first 90% of the shipped text."""
+    return Counter(words(_corpus()[0]))
+
+
+@lru_cache(maxsize=1)
+def function_words() -> frozenset:
+    """The corpus's :data:`N_FUNCTION` most frequent words (``the``, ``and``, ``thou``, ``king``, ...)."""
+    return frozenset(w for w, _ in word_counts().most_common(N_FUNCTION))
+
+
+def content_words(line: str) -> list[str]:
+    """Distinct words of ``line`` with three letters or more that are not function words, in order."""
+    out, stop = [], function_words()
+    for w in words(line):
+        if len(w.replace("'", "")) >= 3 and w not in stop and w not in out:
+            out.append(w)
+    return out
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One line of a speech and its speaker (as the plays spell it: ``"KING RICHARD"``)."""
+
+    speaker: str
+    line: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.speaker}: {self.line}"
+
+    @property
+    def prompt(self) -> str:
+        return PROMPT_FORMAT.format(passage=self.text)
+
+    @property
+    def name(self) -> str:
+        """The speaker's name as a summary writes it: ``"King Richard"``."""
+        return " ".join(w.capitalize() for w in self.speaker.split())
+
+    def salient(self) -> list[str]:
+        """What the labeller looks for: the line's :data:`N_KEY` rarest content words (ties: the
+        earlier), in the line's order."""
+        cw, counts = content_words(self.line), word_counts()
+        keep = sorted(range(len(cw)), key=lambda i: (counts[cw[i]], i))[:N_KEY]
+        return [cw[i] for i in sorted(keep)]
+
+    def reference(self) -> str:
+        """The reference summary (without the end marker): the name and the line's :data:`N_KEY`
+        longest content words (ties: the earlier), in the line's order."""
+        cw = content_words(self.line)
+        keep = sorted(range(len(cw)), key=lambda i: (-len(cw[i]), i))[:N_KEY]
+        return f"{self.name}: " + ", ".join(cw[i] for i in sorted(keep))
+
+    @property
+    def response(self) -> str:
+        """The SFT demonstration: the reference summary and the end marker."""
+        return self.reference() + END
+
+
+_PROMPT = re.compile(r"Passage: ([A-Z][A-Z' ]+): ([^\n]+)\nSummary: ")
+
+
+def parse_prompt(prompt: str) -> Passage:
+    """The :class:`Passage` of a prompt in :data:`PROMPT_FORMAT`; ``ValueError`` otherwise."""
+    m = _PROMPT.fullmatch(prompt)
+    if m is None:
+        raise ValueError(f"not a summarisation prompt: {prompt!r}")
+    return Passage(m.group(1), m.group(2))
+
+
+# ----------------------------------------------------------------------------- the data
+
+
+def candidate_passages(text: str | None = None, vocab: str | None = None) -> list[Passage]:
+    """Every distinct (speaker, line of their speech) of ``text`` (default: the first 90% of the
+    shipped plays) that fits :data:`MAX_PASSAGE`, uses only characters of ``vocab`` (no end
+    marker, no brackets), has :data:`N_KEY` content words and a reference within the budget."""
+    if text is None:
+        text, vocab = _corpus()
+    allowed = set(vocab or text) - {END, "[", "]", "\n"}
+    seen, out = set(), []
+    for block in text.split("\n\n"):
+        lines = block.split("\n")
+        m = SPEAKER.match(lines[0].strip())
+        if m is None or m.group(1).startswith(("ACT", "SCENE")):
+            continue
+        for raw in lines[1:]:
+            p = Passage(m.group(1), raw.strip())
+            if (p.line and len(p.text) <= MAX_PASSAGE and set(p.text) <= allowed and p.text not in seen
+                    and len(content_words(p.line)) >= N_KEY and len(p.reference()) <= BUDGET):
+                seen.add(p.text)
+                out.append(p)
+    return out
+
+
+@lru_cache(maxsize=4)
+def build(n_eval: int = 200, seed: int = 0) -> tuple[tuple[Passage, ...], tuple[Passage, ...]]:
+    """``(train, eval)``: the candidate passages shuffled with ``seed``; the first ``n_eval``
+    are held out, the rest train (SFT, comparisons and PPO). Deterministic; built in about a second."""
+    ps = candidate_passages()
+    random.Random(seed).shuffle(ps)
+    return tuple(ps[n_eval:]), tuple(ps[:n_eval])
+
+
+# ----------------------------------------------------------------------------- the labeller
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the labeller sees in one summary."""
+
+    coverage: float         #: share of [the name, the salient words] the summary names, 0 to 1
+    over_budget: int        #: characters before the end marker past :data:`BUDGET`
+    invented: int           #: words of the summary that are not in the passage (each occurrence)
+    ended: bool             #: the end marker came
+
+
+class SummaryLabeller(Labeller):
+    """Scores summaries of passages (prompts in :data:`PROMPT_FORMAT`) by stated rules:
+
+    ``score = coverage - length_penalty * over_budget - invented_penalty * invented
+    - no_end_penalty * (not ended)``, from :meth:`terms`. A reference-like summary scores up
+    to 1; past the budget a word costs more (at least 5 characters with its comma, 0.30) than
+    a salient word earns (1/4). Comparisons carry Bradley-Terry noise at ``temperature``.
+    """
+
+    def __init__(self, temperature: float = 0.15, budget: int = BUDGET, length_penalty: float = 0.06,
+                 invented_penalty: float = 0.25, no_end_penalty: float = 1.0):
+        self.temperature, self.budget = temperature, budget
+        self.length_penalty, self.invented_penalty, self.no_end_penalty = length_penalty, invented_penalty, no_end_penalty
+
+    def terms(self, passage: Passage, response: str) -> Terms:
+        head, marker, _ = response.partition(END)
+        said, known = words(head), set(words(passage.text))
+        items = [all(w in said for w in words(passage.name))] + [w in said for w in passage.salient()]
+        return Terms(sum(items) / len(items), max(0, len(head) - self.budget),
+                     sum(w not in known for w in said), bool(marker))
+
+    def score_one(self, passage: Passage, response: str) -> float:
+        t = self.terms(passage, response)
+        return (t.coverage - self.length_penalty * t.over_budget - self.invented_penalty * t.invented
+                - self.no_end_penalty * (not t.ended))
+
+    def score(self, prompts, responses) -> torch.Tensor:
+        return torch.tensor([self.score_one(parse_prompt(p), r) for p, r in zip(prompts, responses)],
+                            dtype=torch.float64)
