@@ -110,3 +110,32 @@ def test_shipped_ch22_runs_are_the_scripts_defaults_on_todays_checkpoint():
     load_reward_model("ch22_reward_model.pt", lm)       # raises when trained on another shape
     assert len(res["ppo"]) == len(s["betas"]) * len(s["ppo_seeds"]) + len(s["targets"])   # adaptive runs: one seed
     assert all(len(p["kl"]) == s["iterations"] for p in res["ppo"])
+
+
+def test_ch23_script_smoke(tmp_path):
+    out = tmp_path / "ch23.json"
+    res = script("ch23_summarize_runs").main(["--smoke", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    assert [r["comparisons"] for r in res["reward_models"]] == [12, 6]
+    assert all("state" not in r for r in res["reward_models"])              # no weights in the JSON
+    assert {(p["rm_comparisons"], p["seed"]) for p in res["ppo"]} == {(12, 0), (6, 0)}
+    for p in res["ppo"]:
+        assert len(p["kl"]) == len(p["terms"]["vs_reference"]) == 2 and p["kl"][0] == 0.0   # iteration 0: pi = SFT
+        assert p["terms"]["score"] == p["labeller"]                       # the log scores what PPO's log records
+        assert set(p["final_eval"]) >= {"score", "vs_sft", "vs_reference", "length"}
+
+
+def test_shipped_ch23_runs_are_the_scripts_defaults_on_todays_checkpoint():
+    from llmcourse.gpt import load_pretrained
+
+    path = DATA / "ch23_summarize_runs.json"
+    assert path.stat().st_size < 200_000
+    res = json.loads(path.read_text())
+    defaults = vars(script("ch23_summarize_runs").parser().parse_args([]))
+    s = res["settings"]
+    assert {k: v for k, v in s.items() if k not in ("jobs", "threads")} == {
+        k: v for k, v in defaults.items() if k not in ("jobs", "threads", "out")}, s
+    _, _, info = load_pretrained()
+    assert res["pretrained"]["val_loss"] == info["val_loss"], "rerun: the checkpoint changed"
+    assert len(res["ppo"]) == len(s["rm_sizes"]) * len(s["ppo_seeds"]) >= 3
+    assert all(len(p["kl"]) == len(p["terms"]["score"]) == s["iterations"] for p in res["ppo"])

@@ -215,3 +215,31 @@ class SummaryLabeller(Labeller):
     def score(self, prompts, responses) -> torch.Tensor:
         return torch.tensor([self.score_one(parse_prompt(p), r) for p, r in zip(prompts, responses)],
                             dtype=torch.float64)
+
+
+class LabellerLog:
+    """A :class:`SummaryLabeller` for :func:`~llmcourse.rlhf.ppo.train_ppo_text`'s log that also
+    records, for each batch it scores, the mean of each term and the expected preference of the
+    labeller for these summaries over the reference summaries of the same passages (the y-axis
+    of Stiennon et al.'s Fig. 5: "fraction preferred to ref")."""
+
+    KEYS = ("score", "coverage", "over_budget", "invented", "ended", "length", "vs_reference")
+
+    def __init__(self, labeller: SummaryLabeller):
+        self.labeller = labeller
+        self.log = {k: [] for k in self.KEYS}
+
+    def __call__(self, prompts, responses) -> torch.Tensor:
+        from .labeller import preference_probability
+
+        passages = [parse_prompt(p) for p in prompts]
+        terms = [self.labeller.terms(p, r) for p, r in zip(passages, responses)]
+        scores = self.labeller.score(prompts, responses)
+        refs = self.labeller.score(prompts, [p.response for p in passages])
+        n = len(terms)
+        self.log["score"].append(float(scores.mean()))
+        for key in ("coverage", "over_budget", "invented", "ended"):
+            self.log[key].append(sum(float(getattr(t, key)) for t in terms) / n)
+        self.log["length"].append(sum(len(r.partition(END)[0]) for r in responses) / n)
+        self.log["vs_reference"].append(float(preference_probability(scores, refs, self.labeller.temperature).mean()))
+        return scores
