@@ -49,6 +49,7 @@ MAX_NEW_TOKENS = 41         #: the longest summary sampled, end marker included
 BUDGET = 34                 #: characters a summary may have before the end marker, free of charge
 N_KEY = 3                   #: content words in a reference summary, and salient words the labeller looks for
 N_FUNCTION = 100            #: the corpus's most frequent words are function words, not content
+TRAIN_FRACTION = 0.9        #: passages come from this first share of the text; the rest stays held out
 
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 SPEAKER = re.compile(r"^([A-Z][A-Z' ]+)\.$")
@@ -64,7 +65,7 @@ def _corpus() -> tuple[str, str]:
     from ..data import load_shakespeare
 
     full = load_shakespeare()
-    return full[: int(0.9 * len(full))], "".join(sorted(set(full)))
+    return full[: int(TRAIN_FRACTION * len(full))], "".join(sorted(set(full)))
 
 
 @lru_cache(maxsize=1)
