@@ -185,7 +185,7 @@ def estimate_minutes(a) -> tuple[float, float]:
     """(wall minutes, core minutes), from per-unit costs measured on this machine (one thread)."""
     sft = a.sft_steps * a.sft_batch / 32 * 0.8
     sample = (2 * (a.comparisons + a.val_prompts) + 2 * a.eval_passages) * 0.006
-    rms = sum(a.rm_sizes) * 0.11 * (len(a.rm_seeds) if hasattr(a, "rm_seeds") else 1)
+    rms = sum(a.rm_sizes) * 0.11
     ppo = len(a.rm_sizes) * len(a.ppo_seeds) * (a.iterations * a.batch / 64 * 4.0 + a.iterations / a.eval_every * 0.02 * a.eval_passages)
     serial = (sft + sample) / max(1, min(a.threads, 2) * 0.75)
     wall = serial + rms / min(a.jobs, len(a.rm_sizes)) + ppo / a.jobs

@@ -12,21 +12,24 @@ Here, in 128 characters of context:
 - **a passage**: one line of a speech and its speaker, ``"KING RICHARD: I am in health, I
   breathe, and see thee ill."`` (at most :data:`MAX_PASSAGE` characters), from the first 90%
   of the shipped text only (as :mod:`~llmcourse.rlhf.instructions`);
-- **a summary**: the speaker's name and a few of the passage's words,
-  ``"King Richard: health, breathe}"``, ending with the end marker ``END``;
-- **reference summaries** by a rule of thumb a hurried writer might use: the name and the
-  line's :data:`N_KEY` *longest* content words, in the line's order (a content word has at
-  least three letters and is not one of the corpus's :data:`N_FUNCTION` most frequent words);
+- **a summary**: the speaker's name and the passage's content words, telegraphic,
+  ``"King Richard: health breathe see ill}"``, ending with the end marker ``END``;
+- **reference summaries** by rule: the name, then the line's content words in order for as
+  long as the summary stays within :data:`BUDGET` characters (a content word has at least
+  three letters and is not one of the corpus's :data:`N_FUNCTION` most frequent words:
+  rarity decides what is content);
 - **the labeller** (:class:`SummaryLabeller`), whose score says what it rewards:
   ``coverage - length_penalty * (characters past the budget) - invented_penalty * (invented
   words) - no_end_penalty * (no end marker)``. Coverage is the share of the passage's key
-  content, the speaker's name and the line's :data:`N_KEY` *rarest* content words (rarity
-  counted in the corpus), that the summary names. Its preference differs a little from the
-  reference writer's (rarest words, not longest), as people's did from the TL;DR authors'.
+  content, the speaker's name and the line's content words, that the summary names.
+
+(A first design asked for the three rarest content words in any order; the SFT policy of a
+few hundred steps could not select and copy them, and named almost none. Copying in order,
+skipping function words, it learns.)
 
 The trade-off a reward model can get wrong: more of the passage's words raise coverage
-(or cost nothing) while the summary is within :data:`BUDGET` characters, and past it every
-character costs more than any word can earn. Summaries of the SFT policy rarely pass the
+(or cost nothing) while the summary is within :data:`BUDGET` characters, and past it a word
+costs more than it can earn. Summaries of the SFT policy rarely pass the
 budget, so a reward model trained on their comparisons mostly sees "more passage words,
 better", and may extrapolate it. Checked by ``tests/test_rlhf_summaries.py``.
 """
@@ -47,7 +50,7 @@ PROMPT_FORMAT = "Passage: {passage}\nSummary: "
 MAX_PASSAGE = 68            #: characters of a passage: its prompt (87) and 41 summary tokens fit 128
 MAX_NEW_TOKENS = 41         #: the longest summary sampled, end marker included
 BUDGET = 34                 #: characters a summary may have before the end marker, free of charge
-N_KEY = 3                   #: content words in a reference summary, and salient words the labeller looks for
+N_KEY = 3                   #: content words a passage has at least
 N_FUNCTION = 100            #: the corpus's most frequent words are function words, not content
 TRAIN_FRACTION = 0.9        #: passages come from this first share of the text; the rest stays held out
 
@@ -81,11 +84,14 @@ def function_words() -> frozenset:
 
 
 def content_words(line: str) -> list[str]:
-    """Distinct words of ``line`` with three letters or more that are not function words, in order."""
-    out, stop = [], function_words()
-    for w in words(line):
-        if len(w.replace("'", "")) >= 3 and w not in stop and w not in out:
-            out.append(w)
+    """Distinct words of ``line`` (as it spells them) with three letters or more that are not
+    function words, in order: ``"I am in health, I breathe"`` -> ``["health", "breathe"]``."""
+    out, seen, stop = [], set(), function_words()
+    for m in WORD.finditer(line.lower()):
+        w = m.group()
+        if len(w.replace("'", "")) >= 3 and w not in stop and w not in seen:
+            seen.add(w)
+            out.append(line[m.start():m.end()])
     return out
 
 
@@ -109,19 +115,19 @@ class Passage:
         """The speaker's name as a summary writes it: ``"King Richard"``."""
         return " ".join(w.capitalize() for w in self.speaker.split())
 
-    def salient(self) -> list[str]:
-        """What the labeller looks for: the line's :data:`N_KEY` rarest content words (ties: the
-        earlier), in the line's order."""
-        cw, counts = content_words(self.line), word_counts()
-        keep = sorted(range(len(cw)), key=lambda i: (counts[cw[i]], i))[:N_KEY]
-        return [cw[i] for i in sorted(keep)]
+    def key(self) -> list[str]:
+        """What the labeller looks for besides the name: the line's content words, lowercase."""
+        return [w.lower() for w in content_words(self.line)]
 
     def reference(self) -> str:
-        """The reference summary (without the end marker): the name and the line's :data:`N_KEY`
-        longest content words (ties: the earlier), in the line's order."""
-        cw = content_words(self.line)
-        keep = sorted(range(len(cw)), key=lambda i: (-len(cw[i]), i))[:N_KEY]
-        return f"{self.name}: " + ", ".join(cw[i] for i in sorted(keep))
+        """The reference summary (without the end marker): the name, then the line's content
+        words in order for as long as the summary stays within :data:`BUDGET` characters."""
+        out = f"{self.name}:"
+        for w in content_words(self.line):
+            if len(out) + 1 + len(w) > BUDGET:
+                break
+            out += " " + w
+        return out
 
     @property
     def response(self) -> str:
@@ -159,7 +165,7 @@ def candidate_passages(text: str | None = None, vocab: str | None = None) -> lis
         for raw in lines[1:]:
             p = Passage(m.group(1), raw.strip())
             if (p.line and len(p.text) <= MAX_PASSAGE and set(p.text) <= allowed and p.text not in seen
-                    and len(content_words(p.line)) >= N_KEY and len(p.reference()) <= BUDGET):
+                    and len(content_words(p.line)) >= N_KEY and len(p.reference()) > len(p.name) + 1):
                 seen.add(p.text)
                 out.append(p)
     return out
@@ -192,11 +198,11 @@ class SummaryLabeller(Labeller):
 
     ``score = coverage - length_penalty * over_budget - invented_penalty * invented
     - no_end_penalty * (not ended)``, from :meth:`terms`. A reference-like summary scores up
-    to 1; past the budget a word costs more (at least 5 characters with its comma, 0.30) than
-    a salient word earns (1/4). Comparisons carry Bradley-Terry noise at ``temperature``.
+    to 1; a word wholly past the budget costs more (at least 4 characters with its space,
+    0.28) than a content word can earn (at most 1/4: the name and three content words). Comparisons carry Bradley-Terry noise at ``temperature``.
     """
 
-    def __init__(self, temperature: float = 0.15, budget: int = BUDGET, length_penalty: float = 0.06,
+    def __init__(self, temperature: float = 0.15, budget: int = BUDGET, length_penalty: float = 0.07,
                  invented_penalty: float = 0.25, no_end_penalty: float = 1.0):
         self.temperature, self.budget = temperature, budget
         self.length_penalty, self.invented_penalty, self.no_end_penalty = length_penalty, invented_penalty, no_end_penalty
@@ -204,7 +210,7 @@ class SummaryLabeller(Labeller):
     def terms(self, passage: Passage, response: str) -> Terms:
         head, marker, _ = response.partition(END)
         said, known = words(head), set(words(passage.text))
-        items = [all(w in said for w in words(passage.name))] + [w in said for w in passage.salient()]
+        items = [all(w in said for w in words(passage.name))] + [w in said for w in passage.key()]
         return Terms(sum(items) / len(items), max(0, len(head) - self.budget),
                      sum(w not in known for w in said), bool(marker))
 
