@@ -182,35 +182,35 @@ def _run_all(fn, jobs: list[dict], processes: int) -> list[dict]:
 
 
 def estimate_minutes(a) -> tuple[float, float]:
-    """(wall minutes, core minutes), from per-unit costs measured on this machine (one thread)."""
-    sft = a.sft_steps * a.sft_batch / 32 * 0.8
-    sample = (2 * (a.comparisons + a.val_prompts) + 2 * a.eval_passages) * 0.006
-    rms = sum(a.rm_sizes) * 0.11
-    ppo = len(a.rm_sizes) * len(a.ppo_seeds) * (a.iterations * a.batch / 64 * 4.0 + a.iterations / a.eval_every * 0.02 * a.eval_passages)
+    """(wall minutes, core minutes), from per-unit costs measured in a pilot run (one thread, shared machine)."""
+    sft = a.sft_steps * a.sft_batch / 32 * 0.64
+    sample = (2 * (a.comparisons + a.val_prompts) + 2 * a.eval_passages) * 0.0095
+    rms = sum(a.rm_sizes) * 0.047
+    ppo = len(a.rm_sizes) * len(a.ppo_seeds) * (a.iterations * a.batch / 64 * 5.0 + a.iterations / a.eval_every * 0.02 * a.eval_passages)
     serial = (sft + sample) / max(1, min(a.threads, 2) * 0.75)
-    wall = serial + rms / min(a.jobs, len(a.rm_sizes)) + ppo / a.jobs
+    wall = serial + max(rms / min(a.jobs, len(a.rm_sizes)), sum(a.rm_sizes[:1]) * 0.047) + ppo / a.jobs
     return wall / 60, (serial * max(a.jobs, a.threads) + rms + ppo) / 60
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sft-steps", type=int, default=300)
+    ap.add_argument("--sft-steps", type=int, default=350)
     ap.add_argument("--sft-batch", type=int, default=32)
     ap.add_argument("--sft-lr", type=float, default=1e-3)
-    ap.add_argument("--comparisons", type=int, default=4000, help="training passages with two SFT summaries each")
+    ap.add_argument("--comparisons", type=int, default=2400, help="training passages with two SFT summaries each")
     ap.add_argument("--val-prompts", type=int, default=400, help="held-out comparisons for reward-model accuracy")
-    ap.add_argument("--rm-sizes", type=int, nargs="+", default=[4000, 1000], help="comparisons per reward model")
+    ap.add_argument("--rm-sizes", type=int, nargs="+", default=[2400, 600], help="comparisons per reward model")
     ap.add_argument("--rm-lr", type=float, default=3e-4)
     ap.add_argument("--rm-batch", type=int, default=16, help="comparisons per reward-model step")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the SFT policy and PPO")
     ap.add_argument("--labeller-temperature", type=float, default=0.15)
     ap.add_argument("--beta", type=float, default=0.01, help="KL coefficient (to the SFT policy), fixed")
     ap.add_argument("--ppo-seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--minibatch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--jobs", type=int, default=1, help="processes in parallel (one per core)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the serial steps (workers: one)")
     ap.add_argument("--eval-passages", type=int, default=200, help="held-out passages of the evaluations (at most 200)")
