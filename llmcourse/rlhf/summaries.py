@@ -24,14 +24,14 @@ Here, in 128 characters of context:
   content, the speaker's name and the line's content words, that the summary names.
 
 (A first design asked for the three rarest content words in any order; the SFT policy of a
-few hundred steps could not select and copy them, and named almost none. Copying in order,
-skipping function words, it learns.)
+few hundred steps named almost none of them. Asked for the content words in order, it still
+names the speaker and writes words of its own: copying from the context is what the course's
+small GPT learns slowest, see chapter 17's ``repeat``. The shipped runs of chapter 23 show it.)
 
-The trade-off a reward model can get wrong: more of the passage's words raise coverage
-(or cost nothing) while the summary is within :data:`BUDGET` characters, and past it a word
-costs more than it can earn. Summaries of the SFT policy rarely pass the
-budget, so a reward model trained on their comparisons mostly sees "more passage words,
-better", and may extrapolate it. Checked by ``tests/test_rlhf_summaries.py``.
+The trade-off designed in for a reward model to get wrong: more of the passage's words
+raise coverage (or cost nothing) while the summary is within :data:`BUDGET` characters, and
+past it a word costs more than it can earn. (The shipped runs found another: shorter
+summaries invent fewer words, until the name itself goes.) Checked by ``tests/test_rlhf_summaries.py``.
 """
 from __future__ import annotations
 
