@@ -65,7 +65,7 @@ class PipelineConfig:
     # step 2: rankings and the reward model
     K: int = 4                          #: responses ranked per prompt
     rank_prompts: int = 300             #: training prompts ranked (trained kinds)
-    rank_val_prompts: int = 120         #: held-out prompts ranked (every kind, evaluation lines)
+    rank_val_prompts: int = 120         #: held-out prompts ranked (trained kinds, evaluation lines)
     sample_temperature: float = 1.0     #: sampling temperature of the rankings' responses and of PPO
     max_new_tokens: int = 40            #: longest response
     labeller_temperature: float = 0.1   #: the labeller's Bradley-Terry / Plackett-Luce noise
@@ -141,7 +141,7 @@ class Context:
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         self.rank_prompts = [self.train[i].prompt for i in order[:cfg.rank_prompts]]
         self.ppo_prompts = [self.train[i].prompt for i in order[cfg.rank_prompts:]]
-        held = [e for k in I.KINDS for e in [x for x in evals if x.kind == k][cfg.n_eval:]]
+        held = [e for k in I.TRAINED for e in [x for x in evals if x.kind == k][cfg.n_eval:]]
         pick = torch.randperm(len(held), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.rank_val_prompts]
         self.rank_val_prompts = [held[i].prompt for i in pick.tolist()]
 
