@@ -64,7 +64,7 @@ class PipelineConfig:
     sft_lr: float = 1e-3                #: peak learning rate (cosine decay to a tenth)
     # step 2: rankings and the reward model
     K: int = 4                          #: responses ranked per prompt
-    rank_prompts: int = 300             #: training prompts ranked (trained kinds)
+    rank_prompts: int = 500             #: training prompts ranked (trained kinds)
     rank_val_prompts: int = 120         #: held-out prompts ranked (trained kinds, evaluation lines)
     sample_temperature: float = 1.0     #: sampling temperature of the rankings' responses and of PPO
     max_new_tokens: int = 40            #: longest response
@@ -73,12 +73,12 @@ class PipelineConfig:
     rm_batch: int = 8                   #: prompts (K responses each) per reward-model step
     rm_epochs: int = 2                  #: passes over the rankings
     # step 3: PPO and PPO-ptx
-    ppo_iterations: int = 25            #: rollout-and-update rounds
+    ppo_iterations: int = 20            #: rollout-and-update rounds
     ppo_batch: int = 64                 #: prompts per rollout
     ppo_minibatch: int = 16             #: episodes per gradient step
     ppo_epochs: int = 4                 #: passes over each rollout
-    ppo_lr: float = 5e-5                #: Adam learning rate
-    beta: float = 0.05                  #: KL coefficient (fixed) to the SFT model
+    ppo_lr: float = 3e-5                #: Adam learning rate
+    beta: float = 0.1                   #: KL coefficient (fixed) to the SFT model
     ptx_coef: float = 1.0               #: PPO-ptx: weight of the Shakespeare loss (InstructGPT's gamma)
     ptx_batch: int = 4                  #: Shakespeare windows of block_size characters per PPO step
     # evaluation
@@ -181,6 +181,18 @@ class Context:
         return {"win_rate": self.labeller.win_rate(prompts, responses, sft_responses), "win_rate_by_kind": by_kind}
 
 
+def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every dropout rate set to 0, in place. PPO's ratio pi / pi_old compares the
+    policy in training mode with the log-probabilities of the rollout (eval mode): with dropout
+    on, the two differ by the dropout noise alone and the ratio is clipped from the first step."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "dropout", None), float):
+            m.dropout = 0.0                    # the fused attention's rate (CausalSelfAttention)
+    return model
+
+
 def _mean(xs) -> float:
     return sum(xs) / len(xs)
 
@@ -254,7 +266,7 @@ def _run_ppo(ctx: Context, out: Path, metrics: dict, progress: bool, ptx: bool) 
     rm = RewardModel(sft)
     rm.load_state_dict(_load(out / "reward.pt"))
     rm.eval().requires_grad_(False)
-    policy = PolicyWithValue(ctx.model(_load(out / "sft.pt")))
+    policy = PolicyWithValue(without_dropout(ctx.model(_load(out / "sft.pt"))))
     pcfg = PPOTextConfig(iterations=cfg.ppo_iterations, batch_size=cfg.ppo_batch, max_new_tokens=cfg.max_new_tokens,
                          temperature=cfg.sample_temperature, eos_id=ctx.end, epochs=cfg.ppo_epochs,
                          minibatch_size=cfg.ppo_minibatch, lr=cfg.ppo_lr, beta=cfg.beta, seed=cfg.seed,
