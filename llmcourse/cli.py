@@ -2,6 +2,7 @@
 
     llmcourse check exercises/attention/attention.ipynb     # a learner, anywhere on disk
     llmcourse grade attention                                # an instructor, from the course root
+    llmcourse rlhf --out runs/instructgpt                    # the InstructGPT pipeline (chapter 24)
 
 ``check`` grades one notebook exactly as the instructor's autograde would (same hidden
 tests, same executor, same sandbox), prints the score and feedback per part, writes the
@@ -115,6 +116,12 @@ def cmd_grade(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["rlhf"]:                      # every option is the pipeline's own
+        from .rlhf.pipeline import main as pipeline_main
+
+        pipeline_main(argv[1:], prog="llmcourse rlhf")
+        return 0
     ap = argparse.ArgumentParser(prog="llmcourse", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="grade your notebook against the hidden tests")
@@ -138,6 +145,8 @@ def main(argv=None) -> int:
     g.add_argument("--no-feedback", action="store_true", help="skip nbgrader generate_feedback")
     g.add_argument("--require-sandbox", action="store_true", help="fail unless bubblewrap is available")
     g.set_defaults(func=cmd_grade)
+    sub.add_parser("rlhf", help="run the InstructGPT pipeline: SFT, reward model, PPO, PPO-ptx "
+                                "(llmcourse rlhf --help; the same as python -m llmcourse.rlhf.pipeline)")
     args = ap.parse_args(argv)
     return args.func(args)
 

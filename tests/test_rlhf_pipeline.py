@@ -133,6 +133,15 @@ def test_the_command_runs_as_a_module(quick_run):
     assert r.returncode == 0 and "--quick" in r.stdout and "--overwrite" in r.stdout
 
 
+def test_the_llmcourse_command_has_an_rlhf_verb(capsys):
+    from llmcourse.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["rlhf", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: llmcourse rlhf") and "--overwrite" in out
+
+
 def test_the_stages_are_the_runners_and_the_diagram_draws_them():
     import matplotlib
     matplotlib.use("Agg")

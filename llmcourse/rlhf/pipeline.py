@@ -430,9 +430,8 @@ def _summary(ev: dict) -> str:
             f"Shakespeare val loss {ev['val_loss']:.3f}")
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m llmcourse.rlhf.pipeline",
-                                 description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m llmcourse.rlhf.pipeline") -> dict:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="the run's folder (created if needed)")
     ap.add_argument("--quick", action="store_true", help="tiny settings: every stage in seconds")
     ap.add_argument("--seed", type=int, default=0)
