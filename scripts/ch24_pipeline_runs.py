@@ -80,15 +80,23 @@ def main(argv=None) -> dict:
     cfg = PipelineConfig(**(QUICK if args.smoke else {}))
     _, evals = I.load_instructions()
     evals = [e for k in I.KINDS for e in [x for x in evals if x.kind == k][:cfg.n_eval]]
+    before = {}                        # a resumed run keeps the wall time its first collection measured
+    if args.out.exists():
+        prev = json.loads(args.out.read_text())
+        before = {r["run_id"]: {"wall_command": prev.get("command"), **r} for r in prev.get("runs", [])}
     runs = []
     for seed, d in zip(args.seeds, done):
         folder = args.runs / f"seed{seed}"
         manifest = json.loads((folder / "manifest.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
+        old = before.get(manifest["run_id"], {}) if d["resumed"] else {}
         runs.append({"seed": seed, "run_id": manifest["run_id"], "settings": manifest["settings"],
-                     "wall_seconds": None if d["resumed"] else d["wall_seconds"],
+                     "wall_seconds": old.get("wall_seconds") if d["resumed"] else d["wall_seconds"],
+                     "wall_command": old.get("wall_command") if d["resumed"] else "python scripts/ch24_pipeline_runs.py "
+                     + " ".join(argv if argv is not None else sys.argv[1:]),
                      "stage_seconds": round(sum(m["seconds"] for m in metrics.values()), 1),
-                     "load_average_before": d["load_average_before"], "stages": shrink(metrics, evals)})
+                     "load_average_before": old.get("load_average_before", d["load_average_before"]),
+                     "stages": shrink(metrics, evals)})
     res = {"about": __doc__.split("\n\n")[0],
            "settings": {k: v for k, v in asdict(cfg).items() if k != "seed"},
            "stages": [asdict(s) for s in STAGES], "kinds": list(I.KINDS), "trained": list(I.TRAINED),

@@ -161,3 +161,23 @@ def test_the_shipped_runs_used_the_pipelines_defaults():
     for run in shipped["runs"]:
         assert run["settings"] == {**defaults, "seed": run["seed"]}
         assert list(run["stages"]) == [s.name for s in P.STAGES]
+
+
+def test_the_shipped_runs_script_collects_runs(quick_run, tmp_path):
+    """scripts/ch24_pipeline_runs.py on a finished quick run: the pipeline resumes with nothing to do
+    and the script collects its metrics, without the responses to every example."""
+    import importlib.util
+
+    out, metrics = quick_run
+    shutil.copytree(out, tmp_path / "runs" / "seed0")
+    spec = importlib.util.spec_from_file_location("ch24", ROOT / "scripts" / "ch24_pipeline_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--smoke", "--seeds", "0", "--jobs", "1", "--runs", str(tmp_path / "runs"),
+                    "--out", str(tmp_path / "runs.json")])
+    [run] = res["runs"]
+    assert run["wall_seconds"] is None and run["stage_seconds"] > 0          # resumed: its stages' own seconds
+    assert res["settings"] == {k: v for k, v in asdict(P.PipelineConfig(**P.QUICK)).items() if k != "seed"}
+    sft = run["stages"]["sft"]["evaluation"]
+    assert "responses" not in sft and set(sft["examples"]) == set(sft["success"])
+    assert run["stages"]["ppo"]["evaluation"]["win_rate"] == metrics["ppo"]["evaluation"]["win_rate"]
