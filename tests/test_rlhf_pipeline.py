@@ -123,6 +123,15 @@ def test_overwrite_replaces_only_the_pipelines_files(quick_run, tmp_path):
     assert sorted(p.name for p in copy.iterdir()) == ["manifest.json", "notes.txt"]
 
 
+def test_a_stage_without_its_checkpoint_is_redone_with_every_later_one(quick_run, tmp_path):
+    out, metrics = quick_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "reward.pt").unlink()
+    manifest, done = P.prepare(copy, P.PipelineConfig(**P.QUICK))
+    assert list(done) == ["sft"] and manifest["run_id"] == json.loads((out / "manifest.json").read_text())["run_id"]
+
+
 def test_the_command_runs_as_a_module(quick_run):
     out, _ = quick_run
     r = subprocess.run([sys.executable, "-m", "llmcourse.rlhf.pipeline", "--out", str(out), *ARGS, "--seed", "7"],

@@ -369,7 +369,12 @@ def prepare(out: Path, cfg: PipelineConfig, overwrite: bool = False) -> tuple[di
             manifest = {}
         if manifest.get("settings") == settings:
             metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-            return manifest, {k: v for k, v in metrics.items() if (out / f"{k}.pt").exists()}
+            done = {}                     # the completed stages: a prefix of STAGES, each with its checkpoint
+            for stage in STAGES:
+                if stage.name not in metrics or not (out / f"{stage.name}.pt").exists():
+                    break
+                done[stage.name] = metrics[stage.name]
+            return manifest, done
         changed = sorted(k for k in settings if manifest.get("settings", {}).get(k) != settings[k])
         raise FolderInUse(f"{out} holds another pipeline run (run id {manifest.get('run_id')}; different "
                           f"settings: {', '.join(changed) or 'unreadable manifest'}). Pass --overwrite to replace "
