@@ -9,6 +9,9 @@
 - :mod:`llmcourse.rlhf.labeller`: transparent labellers with Bradley-Terry noise.
 - :mod:`llmcourse.rlhf.reward`: the reward model, trained on pairs or K-wise rankings.
 - :mod:`llmcourse.rlhf.ppo`: PPO for a language model, with the KL penalty to a reference.
+- :mod:`llmcourse.rlhf.summaries`: chapter 23's summarisation task and its labeller.
+- :mod:`llmcourse.rlhf.pipeline`: the InstructGPT pipeline in one command (chapter 24):
+  ``python -m llmcourse.rlhf.pipeline --out DIR``.
 """
 from .core import (AdaptiveKLController, FixedKLController, bradley_terry_loss, kl_penalized_rewards,
                    kwise_ranking_loss, response_logprobs)
