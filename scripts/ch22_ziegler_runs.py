@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import multiprocessing
 import os
-import pickle
 import random
 import time
 from dataclasses import asdict
@@ -51,7 +49,7 @@ from llmcourse.rlhf.labeller import PlainWordsLabeller
 from llmcourse.rlhf.ppo import PolicyWithValue, PPOTextConfig, optimal_frontier, train_ppo_text
 from llmcourse.rlhf.reward import (Rankings, RewardModel, collect_rankings, join, pair_accuracy, ranking_scores,
                                    right_pad, rm_config, sample_responses, train_reward_model)
-from llmcourse.train import set_seed
+from llmcourse.train import run_jobs, set_seed
 
 DATA = Path(__file__).resolve().parents[1] / "llmcourse" / "data"
 SAMPLE_PROMPTS = ["KING RICHARD.\nWhat says your", "JULIET.\nO, I have", "FIRST CITIZEN.\nWe are accounted",
@@ -110,23 +108,6 @@ def _ppo_task(job: dict) -> dict:
     return out
 
 
-def _by_value(task: tuple) -> bytes:
-    fn, blob = task
-    return pickle.dumps(fn(pickle.loads(blob)))
-
-
-def _run_all(fn, jobs: list[dict], processes: int) -> list[dict]:
-    """``[fn(job) for job in jobs]``, in ``processes`` worker processes when more than one.
-
-    Jobs and results cross between processes as plain pickles: the pool's own pickler shares
-    each tensor through a shared-memory file descriptor, and a job holding the rankings of
-    3,000 prompts (15,000 small tensors) ran out of descriptors and killed the run silently.
-    """
-    if processes > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            out = pool.map(_by_value, [(fn, pickle.dumps(j)) for j in jobs], chunksize=1)
-        return [pickle.loads(b) for b in out]
-    return [fn(j) for j in jobs]
 
 
 # ----------------------------------------------------------------------------- main
@@ -204,7 +185,7 @@ def main(argv=None) -> dict:
              for n in args.pair_comparisons if n <= len(pair_data) for s in args.rm_seeds]
     jobs.sort(key=lambda j: -len(j["data"]) * j["data"].K)    # longest first: the pool finishes together
     t0 = time.time()
-    rm_runs = _run_all(_rm_task, jobs, args.jobs)
+    rm_runs = run_jobs(_rm_task, jobs, args.jobs)
     t_rm = time.time() - t0
     final = next(r for r in rm_runs if "state_dict" in r)
     for r in sorted(rm_runs, key=lambda r: (r["method"], r["comparisons"], r["seed"])):
@@ -233,7 +214,7 @@ def main(argv=None) -> dict:
         j.update(rm_state=rm_state, prompts=ppo_p, labeller_temperature=args.labeller_temperature,
                  threads=args.threads)
     t0 = time.time()
-    ppo_runs = _run_all(_ppo_task, ppo_jobs, args.jobs)
+    ppo_runs = run_jobs(_ppo_task, ppo_jobs, args.jobs)
     t_ppo = time.time() - t0
     for r in ppo_runs:
         print(f"PPO {r['name']:12s} seed {r['seed']}: labeller {r['labeller'][0]:.3f} -> {r['labeller'][-1]:.3f}, "

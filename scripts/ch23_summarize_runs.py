@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import multiprocessing
 import os
 import pickle
 import time
@@ -50,7 +49,7 @@ from llmcourse.rlhf.ppo import PolicyWithValue, PPOTextConfig, train_ppo_text
 from llmcourse.rlhf.reward import (RewardModel, collect_rankings, join, pair_accuracy, ranking_scores, right_pad,
                                    rm_config, sample_responses, train_reward_model)
 from llmcourse.rlhf.sft import SFTData, sft_config, train_sft
-from llmcourse.train import set_seed
+from llmcourse.train import run_jobs, set_seed
 
 OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "ch23_summarize_runs.json"
 N_EXAMPLES = 4                                         #: evaluation passages whose summaries are kept
@@ -163,19 +162,6 @@ def _ppo_task(job: dict) -> dict:
     return out
 
 
-def _by_value(task: tuple) -> bytes:
-    fn, blob = task
-    return pickle.dumps(fn(pickle.loads(blob)))
-
-
-def _run_all(fn, jobs: list[dict], processes: int) -> list[dict]:
-    """``[fn(job) for job in jobs]`` in ``processes`` worker processes; jobs and results cross as
-    plain pickles (the pool's pickler would give each tensor a file descriptor)."""
-    if processes > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            out = pool.map(_by_value, [(fn, pickle.dumps(j)) for j in jobs], chunksize=1)
-        return [pickle.loads(b) for b in out]
-    return [fn(j) for j in jobs]
 
 
 # ----------------------------------------------------------------------------- main
@@ -278,7 +264,7 @@ def main(argv=None) -> dict:
     sft_state = _state(sft)
     jobs = [dict(data=data.subset(range(n)), val=val, val_scores=val_scores, sft_state=sft_state, seed=args.seed,
                  lr=args.rm_lr, batch=args.rm_batch, threads=1) for n in args.rm_sizes]
-    rms = _run_all(_rm_task, jobs, args.jobs)
+    rms = run_jobs(_rm_task, jobs, args.jobs)
     seconds["reward_models"] = round(time.time() - t0, 1)
     for r in rms:
         print(f"reward model on {r['comparisons']} comparisons: held-out accuracy {r['acc_noisy']:.3f} "
@@ -292,7 +278,7 @@ def main(argv=None) -> dict:
     ppo_jobs = [dict(cfg=dict(base, seed=s), sft_state=sft_state, rm_state=r["state"], rm_comparisons=r["comparisons"],
                      labeller_temperature=args.labeller_temperature, eval_seed=args.seed + 7, sft_eval_texts=sft_texts,
                      eval_passages=args.eval_passages, eval_every=args.eval_every, threads=1) for r in rms for s in args.ppo_seeds]
-    ppo = _run_all(_ppo_task, ppo_jobs, args.jobs)
+    ppo = run_jobs(_ppo_task, ppo_jobs, args.jobs)
     seconds["ppo"] = round(time.time() - t0, 1)
     for r in ppo:
         t, e = r["terms"], r["final_eval"]

@@ -33,13 +33,13 @@ def test_build_instructions_rebuilds_the_shipped_file(tmp_path):
     assert {k: v for k, v in mine.items() if k != "command"} == {k: v for k, v in shipped.items() if k != "command"}
 
 
-def test_ch22_jobs_with_many_tensors_cross_to_worker_processes():
+def test_jobs_with_many_tensors_cross_to_worker_processes():
     """A job holding 25,000 tensors (the rankings of 3,000 prompts hold 15,000) reaches a worker
     and comes back: the pool's own pickler gave each tensor a shared-memory file descriptor, ran
     out of them, and the full run died without a word."""
-    code = ("import torch, ch22_ziegler_runs as m\n"
+    code = ("import torch\nfrom llmcourse.train import run_jobs\n"
             "jobs = [{'t': [torch.full((3,), float(i)) for i in range(25000)]}, {'t': []}]\n"
-            "print(m._run_all(len, jobs, 2), m._run_all(len, jobs, 1))\n")
+            "print(run_jobs(len, jobs, 2), run_jobs(len, jobs, 1))\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts"), OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -311,7 +311,7 @@ def draw_stages(stages=STAGES):
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
     steps = sorted({s.step for s in stages})
-    fig, ax = plt.subplots(figsize=(8.0, 4.2))
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))       # at most 7.5 in: it must fit a phone (tests/test_book_html.py)
     ax.set_axis_off()
     ax.set_xlim(0, len(steps))
     ax.set_ylim(0, 1)
@@ -326,7 +326,7 @@ def draw_stages(stages=STAGES):
                                         ec=f"C{j}", alpha=0.18))
             lines = [*(f"+ {x}" for x in stage.inputs), f"-> {stage.output}"]
             ax.text(j + 0.5, y1 - 0.02, stage.title, ha="center", va="top", fontsize=9, weight="bold")
-            ax.text(j + 0.1, y1 - 0.08, "\n".join(lines), ha="left", va="top", fontsize=7, linespacing=1.3)
+            ax.text(j + 0.1, y1 - 0.08, "\n".join(lines), ha="left", va="top", fontsize=6.5, linespacing=1.3)
             ax.text(j + 0.5, y0 + 0.015, f"{RUNNERS[stage.name].__name__}()", ha="center", va="bottom",
                     fontsize=7, family="monospace")
             boxes[stage.name] = (j, (y0 + y1) / 2)
