@@ -142,21 +142,6 @@ def test_the_command_runs_as_a_module(quick_run):
     assert r.returncode == 0 and "--quick" in r.stdout and "--overwrite" in r.stdout
 
 
-def test_ppo_policy_without_dropout_is_deterministic_in_training_mode():
-    """PPO's ratio compares the policy in training mode with the rollout's log-probabilities: with the
-    pretrained GPT's dropout two training-mode passes differ; without it they agree exactly."""
-    import torch
-
-    from llmcourse.gpt import load_pretrained
-
-    lm, tok, _ = load_pretrained()
-    x = tok.encode("ROMEO.\nWhat light through yonder window")[None]
-    lm.train()
-    assert not torch.equal(lm(x)[0], lm(x)[0])
-    P.without_dropout(lm)
-    assert torch.equal(lm(x)[0], lm(x)[0])
-
-
 def test_the_llmcourse_command_has_an_rlhf_verb(capsys):
     from llmcourse.cli import main
 

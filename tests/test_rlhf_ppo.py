@@ -15,7 +15,7 @@ import torch
 
 from llmcourse.generation import generate
 from llmcourse.gpt import GPT, GPTConfig
-from llmcourse.rlhf.ppo import PolicyWithValue, PPOTextConfig, rollout, train_ppo_text
+from llmcourse.rlhf.ppo import PolicyWithValue, PPOTextConfig, ppo_text_update, rollout, train_ppo_text
 from llmcourse.tokenizer import CharTokenizer
 
 torch.set_num_threads(1)
@@ -24,10 +24,10 @@ A, END = TOK.stoi["a"], TOK.stoi["}"]
 PROMPTS = ["abc", "hgfed", "e", "gab"]
 
 
-def tiny_policy(seed=0) -> PolicyWithValue:
+def tiny_policy(seed=0, dropout=0.0) -> PolicyWithValue:
     torch.manual_seed(seed)
     policy = PolicyWithValue(GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=32, n_layer=2, n_head=2,
-                                           n_embd=32)))
+                                           n_embd=32, dropout=dropout)))
     with torch.no_grad():                                  # a value head that is not zero, to test GAE
         policy.value_head.weight.normal_(0, 0.3)
         policy.value_head.bias.fill_(0.1)
@@ -89,6 +89,19 @@ def test_iteration_zero_policy_equals_reference():
     assert hist.kl[0] == 0.0                              # the same weights, the same forward pass
     assert hist.clip_fraction[0] == 0.0 and hist.approx_kl[0] == 0.0   # one step: the ratio is exactly 1
     assert hist.reward[0] == pytest.approx(hist.score[0])
+
+
+def test_the_first_minibatch_is_not_clipped_even_with_dropout():
+    """Before the first step the policy is the one that sampled the rollout, so the ratio is 1
+    and nothing is clipped: with dropout on in the update (the course GPT's 0.1) the ratio
+    would differ from 1 by the dropout noise alone and a large share would be clipped."""
+    policy = tiny_policy(dropout=0.3)
+    cfg = PPOTextConfig(batch_size=8, max_new_tokens=6, epochs=1, minibatch_size=8, lr=0.0, eos_id=END)
+    gen = torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy.lm), count_a, PROMPTS * 2, TOK, cfg, cfg.beta, gen)
+    stats = ppo_text_update(policy, torch.optim.Adam(policy.parameters(), lr=0.0), ro, cfg, gen)
+    assert stats["clip_fraction"] == 0.0 and abs(stats["approx_kl"]) < 1e-6, stats
+    assert not policy.training
 
 
 def test_a_few_iterations_raise_a_learnable_reward_and_track_the_kl():

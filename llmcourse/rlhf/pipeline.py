@@ -181,18 +181,6 @@ class Context:
         return {"win_rate": self.labeller.win_rate(prompts, responses, sft_responses), "win_rate_by_kind": by_kind}
 
 
-def without_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` with every dropout rate set to 0, in place. PPO's ratio pi / pi_old compares the
-    policy in training mode with the log-probabilities of the rollout (eval mode): with dropout
-    on, the two differ by the dropout noise alone and the ratio is clipped from the first step."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-        if isinstance(getattr(m, "dropout", None), float):
-            m.dropout = 0.0                    # the fused attention's rate (CausalSelfAttention)
-    return model
-
-
 def _mean(xs) -> float:
     return sum(xs) / len(xs)
 
@@ -266,7 +254,7 @@ def _run_ppo(ctx: Context, out: Path, metrics: dict, progress: bool, ptx: bool) 
     rm = RewardModel(sft)
     rm.load_state_dict(_load(out / "reward.pt"))
     rm.eval().requires_grad_(False)
-    policy = PolicyWithValue(without_dropout(ctx.model(_load(out / "sft.pt"))))
+    policy = PolicyWithValue(ctx.model(_load(out / "sft.pt")))
     pcfg = PPOTextConfig(iterations=cfg.ppo_iterations, batch_size=cfg.ppo_batch, max_new_tokens=cfg.max_new_tokens,
                          temperature=cfg.sample_temperature, eos_id=ctx.end, epochs=cfg.ppo_epochs,
                          minibatch_size=cfg.ppo_minibatch, lr=cfg.ppo_lr, beta=cfg.beta, seed=cfg.seed,

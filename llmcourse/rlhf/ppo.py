@@ -182,8 +182,13 @@ def ppo_text_update(policy: PolicyWithValue, optimizer, ro: Rollout, cfg: PPOTex
     ``(x, y)``), each step also adds ``cfg.ptx_coef`` times the policy's loss on a fresh batch
     of them: PPO-ptx, the pretraining term of InstructGPT's eq. 2 (Ouyang et al. 2022).
     Returns the mean of the logged stats.
+
+    The policy stays in eval mode, dropout off: the ratio pi / pi_old compares it with the
+    rollout's log-probabilities (taken without dropout), and with dropout on the two differ by
+    the dropout noise alone, so the ratio is clipped from the first step (PPO's minibatches
+    would then start a third clipped, for the course's GPT with dropout 0.1).
     """
-    policy.train()
+    policy.eval()                                  # no dropout: the ratio is 1 before the first step
     B = ro.sequences.shape[0]
     P = ro.sequences.shape[1] - ro.mask.shape[1]
     logs = []
@@ -209,7 +214,6 @@ def ppo_text_update(policy: PolicyWithValue, optimizer, ro: Rollout, cfg: PPOTex
             with torch.no_grad():
                 entropy = categorical_entropy(logits[m]).mean().item()
             logs.append(dict(stats, policy_loss=pg_loss.item(), value_loss=v_loss.item(), entropy=entropy, **ptx))
-    policy.eval()
     return {k: sum(d[k] for d in logs) / len(logs) for k in logs[0]}
 
 
