@@ -221,6 +221,16 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return (predict(model, x) == y).float().mean().item()
 
 
+def fit_and_score(model: nn.Module, task: TextTask, tok, n: int, cfg: FineTuneConfig, seed: int = 0,
+                  progress: bool = False) -> dict:
+    """Fine-tune ``model`` on ``n`` labelled passages drawn with ``seed`` (which also seeds the
+    batches), then score it on the whole test set: the one call the chapters' comparisons make."""
+    texts, y = task.labelled(n, seed)
+    run = finetune(model, encode(tok, texts), y, FineTuneConfig(**{**cfg.__dict__, "seed": seed}), progress)
+    acc = accuracy(model, encode(tok, task.test_text), task.test_y)
+    return {"n": n, "seed": seed, "accuracy": acc, "seconds": round(run.seconds, 2), "final_loss": run.loss[-1]}
+
+
 # ----------------------------------------------------------------------------- zero-shot
 
 

@@ -143,6 +143,23 @@ class LSTMLM(nn.Module):
         return model
 
 
+PRETRAINED_FILE = "lstm_shakespeare.pt"
+
+
+def load_pretrained_lstm(name: str = PRETRAINED_FILE):
+    """Chapter 5's pretrained LSTM language model and its tokenizer: ``(model, tokenizer, info)``.
+
+    Made by ``scripts/pretrain_lstm.py`` on the same text as the course's GPT; ``info`` holds
+    the settings, the validation loss and the zero-shot scores measured during training.
+    """
+    from .data import data_path
+    from .tokenizer import CharTokenizer
+
+    with data_path(name).open("rb") as f:
+        ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    return LSTMLM.from_checkpoint(ckpt).eval(), CharTokenizer(ckpt["chars"]), ckpt.get("info", {})
+
+
 # ----------------------------------------------------------------------------- the paper's schedules
 
 
