@@ -1,0 +1,161 @@
+"""BERT in miniature: what a masked-LM encoder predicts, why right context matters, and a [CLS] classifier.
+
+Paper: Devlin, Chang, Lee, Toutanova (2018), "BERT: Pre-training of Deep Bidirectional
+Transformers for Language Understanding", arXiv:1810.04805. Section 3.1, task 1 (the
+masked LM: 15% of the positions chosen; of those 80% become [MASK], 10% a random token,
+10% stay), section 3.2 and Fig. 4 (fine-tuning: a classifier on the final hidden state of
+[CLS], the first token, every weight trained).
+
+The encoder, its masked-LM loss and its pretraining loop are :mod:`llmcourse.mlm`
+(chapter 11; ``mlm_corrupt`` is :func:`llmcourse.attention.mlm_corrupt`): BERT's
+post-LN layout, GELU, learned positions, a LayerNorm on the embeddings and a read-out tied
+to them. This module adds what chapter 6 does with it: fill in masked characters, restore
+blanked words (against a left-to-right model that can only read what comes before), and
+classify through a [CLS] vector. Not kept from BERT: the next-sentence objective (no
+sentence pairs here; Liu et al. 2019, RoBERTa, found it unnecessary) and WordPiece tokens
+(the course reads characters); [CLS] is added at fine-tuning as a new learned vector, since
+it never appears in pretraining here. Tested in ``tests/test_bert.py``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+
+from .mlm import MLMConfig, MLMEncoder
+
+# ----------------------------------------------------------------------------- the encoder's states
+
+
+def hidden_states(encoder: MLMEncoder, x: torch.Tensor) -> torch.Tensor:
+    """The encoder's final hidden states for embedded inputs ``x`` (B, T, D): what its read-out reads."""
+    T = x.size(1)
+    x = encoder.drop(encoder.emb_norm(x + encoder.pos(torch.arange(T, device=x.device))))
+    for block in encoder.blocks:
+        x = block(x)                                             # every position attends to every other
+    return encoder.final_norm(x)
+
+
+def mask_id(encoder: MLMEncoder) -> int:
+    """The [MASK] token: the last id of the encoder's vocabulary (the characters come first)."""
+    return encoder.cfg.vocab_size - 1
+
+
+@torch.no_grad()
+def fill_masks(encoder: MLMEncoder, ids: torch.Tensor, top: int = 1):
+    """Predictions at every [MASK] of ``ids`` (B, T), in one pass: (positions (n, 2), top ids (n, top), probs)."""
+    encoder.eval()
+    logits = encoder.head(hidden_states(encoder, encoder.tok(ids)))   # (B, T, V)
+    logits[..., mask_id(encoder)] = float("-inf")                      # [MASK] is never an answer
+    where = torch.nonzero(ids == mask_id(encoder))
+    probs = torch.softmax(logits[where[:, 0], where[:, 1]], dim=-1)
+    p, top_ids = probs.topk(top, dim=-1)
+    return where, top_ids, p
+
+
+# ----------------------------------------------------------------------------- blanked words
+
+
+def blank_words(text: str, n: int, window: int = 64, min_len: int = 3, max_len: int = 10,
+                seed: int = 0) -> list[dict]:
+    """``n`` windows of ``text``, each with one word (a run of letters) to restore.
+
+    Returns dicts with ``window`` (the characters), ``start`` and ``end`` (the word's span in
+    the window): the word has between ``min_len`` and ``max_len`` letters, at least one
+    character before it and none of it outside the window.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < n:
+        s = int(torch.randint(len(text) - window, (1,), generator=g))
+        w = text[s:s + window]
+        spans = [(m.start(), m.end()) for m in re.finditer(r"[A-Za-z]+", w)
+                 if min_len <= m.end() - m.start() <= max_len and m.start() > 0 and m.end() < window
+                 and not w[m.start() - 1].isalpha() and not w[m.end()].isalpha()]
+        if spans:
+            a, b = spans[int(torch.randint(len(spans), (1,), generator=g))]
+            out.append({"window": w, "start": a, "end": b})
+    return out
+
+
+@torch.no_grad()
+def restore_bidirectional(encoder: MLMEncoder, tok, items: list[dict]) -> list[str]:
+    """BERT's guess of each blanked word: every letter of it is [MASK] (the word's length shows),
+    the characters on both sides are given; each masked character is its most likely one, in one pass."""
+    ids = torch.stack([tok.encode(it["window"]) for it in items])
+    for i, it in enumerate(items):
+        ids[i, it["start"]:it["end"]] = mask_id(encoder)
+    where, top_ids, _ = fill_masks(encoder, ids)
+    guess = ids.clone()
+    guess[where[:, 0], where[:, 1]] = top_ids[:, 0]
+    return [tok.decode(guess[i, it["start"]:it["end"]]) for i, it in enumerate(items)]
+
+
+@torch.no_grad()
+def restore_left_to_right(lm: nn.Module, tok, items: list[dict]) -> list[str]:
+    """A left-to-right model's guess of each blanked word: the characters before it, then its most
+    likely next characters, one at a time, as many as the word has. What follows the word is never seen."""
+    lm.eval()
+    out = []
+    for it in items:
+        x = tok.encode(it["window"][:it["start"]])[None]
+        for _ in range(it["end"] - it["start"]):
+            nxt = lm(x)[0][0, -1].argmax()
+            x = torch.cat([x, nxt.view(1, 1)], dim=1)
+        out.append(tok.decode(x[0, it["start"]:]))
+    return out
+
+
+# ----------------------------------------------------------------------------- the classifier
+
+
+class BertClassifier(nn.Module):
+    """[CLS], then the passage, through the pretrained encoder; a linear layer on [CLS]'s final state.
+
+    Follows :mod:`llmcourse.classify`'s interface: ``forward(idx)`` takes the passages'
+    character ids (B, T), T + 1 <= the encoder's ``seq_len``.
+    """
+
+    def __init__(self, encoder: MLMEncoder, n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.cfg.d_model
+        self.cls = nn.Parameter(torch.randn(d) * 0.02)           # the [CLS] embedding, new
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(d, n_classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) -> logits (B, n_classes), read from position 0 ([CLS])."""
+        x = self.encoder.tok(idx)                                # (B, T, D)
+        x = torch.cat([self.cls.expand(x.size(0), 1, -1), x], dim=1)
+        h = hidden_states(self.encoder, x)                       # (B, T + 1, D)
+        return self.head(self.drop(h[:, 0]))
+
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Bottom up: embeddings (token, position, their norm), each block, then [CLS] and the head."""
+        e = self.encoder
+        return ([list(e.tok.parameters()) + list(e.pos.parameters()) + list(e.emb_norm.parameters())]
+                + [list(b.parameters()) for b in e.blocks]
+                + [list(e.final_norm.parameters()) + [self.cls] + list(self.head.parameters())])
+
+    def lm_loss(self, idx: torch.Tensor) -> torch.Tensor:
+        """The masked-LM loss on the same passages (fresh corruption each call)."""
+        from .attention import mlm_corrupt
+
+        x, y = mlm_corrupt(idx, mask_id(self.encoder), self.encoder.cfg.vocab_size)
+        return self.encoder(x, y)[1]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint(encoder: MLMEncoder) -> dict:
+    return {"config": asdict(encoder.cfg), "state_dict": encoder.state_dict()}
+
+
+def from_checkpoint(ckpt: dict) -> MLMEncoder:
+    encoder = MLMEncoder(MLMConfig(**ckpt["config"]))
+    encoder.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
+    return encoder.eval()
