@@ -152,6 +152,7 @@ class BertClassifier(nn.Module):
 
 
 def checkpoint(encoder: MLMEncoder) -> dict:
+    """A plain dict (config and weights) that :func:`from_checkpoint` restores."""
     return {"config": asdict(encoder.cfg), "state_dict": encoder.state_dict()}
 
 
@@ -159,3 +160,20 @@ def from_checkpoint(ckpt: dict) -> MLMEncoder:
     encoder = MLMEncoder(MLMConfig(**ckpt["config"]))
     encoder.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     return encoder.eval()
+
+
+PRETRAINED_FILE = "bert_shakespeare.pt"
+
+
+def load_pretrained_bert(name: str = PRETRAINED_FILE):
+    """Chapter 6's pretrained masked-LM encoder and its tokenizer: ``(encoder, tokenizer, info)``.
+
+    Made by ``scripts/pretrain_bert.py`` on the same text as the course's GPT; the tokenizer
+    knows the characters only ([MASK] is :func:`mask_id`, one past them).
+    """
+    from .data import data_path
+    from .tokenizer import CharTokenizer
+
+    with data_path(name).open("rb") as f:
+        ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    return from_checkpoint(ckpt), CharTokenizer(ckpt["chars"]), ckpt.get("info", {})

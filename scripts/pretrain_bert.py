@@ -1,7 +1,9 @@
 """Pretrain chapter 6's tiny BERT: ``llmcourse/data/bert_shakespeare.pt``.
 
 A post-LN masked-LM encoder (:class:`llmcourse.mlm.MLMEncoder`, BERT's layout) of the
-course GPT's size (4 layers, 4 heads, width 160: the same number of weights in its blocks),
+course GPT's size (4 layers, 4 heads, width 128, feed-forward 512: the same weights per block
+as :class:`llmcourse.gpt.GPT`, so chapter 6 compares a bidirectional and a left-to-right
+model of one size),
 trained by :func:`llmcourse.mlm.train_budget` on the same text, the first 90% of the shipped
 Shakespeare, in windows of 65 characters (a 64-character passage and its [CLS] at
 fine-tuning), BERT's corruption of 15% of the positions (:func:`llmcourse.attention.mlm_corrupt`).
@@ -39,10 +41,10 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "bert
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--d-model", type=int, default=160)
+    p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--d-ff", type=int, default=640)
+    p.add_argument("--d-ff", type=int, default=512)
     p.add_argument("--seq-len", type=int, default=65)
     p.add_argument("--norm", default="post")
     p.add_argument("--dropout", type=float, default=0.1)

@@ -1,0 +1,168 @@
+"""llmcourse.bert and llmcourse.mlm as chapter 6 uses them (Devlin et al. 2018, arXiv:1810.04805).
+
+The encoder's layer against ``nn.TransformerEncoderLayer`` with copied weights (Post-LN as
+BERT, Pre-LN as Cramming); the states the [CLS] classifier and the mask filler read are the
+encoder's own; masked predictions never answer [MASK]; the bidirectional restorer reads the
+right context and the left-to-right one does not; the classifier follows classify's
+interface; the pretraining script's smoke run and the shipped checkpoint.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from llmcourse import bert, classify, mlm
+from llmcourse.data import data_path
+from llmcourse.tokenizer import CharTokenizer
+from nbgrader_harness import REPO
+
+TEXT = "the cat sat on the mat, and the dog sat on the log. " * 20
+
+
+def small(**kw) -> mlm.MLMEncoder:
+    torch.manual_seed(0)
+    cfg = {"vocab_size": 12, "seq_len": 16, "d_model": 16, "n_layers": 2, "n_heads": 4, "d_ff": 24, "dropout": 0.0,
+           **kw}
+    return mlm.MLMEncoder(mlm.MLMConfig(**cfg)).eval()
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_block_equals_nn_transformer_encoder_layer(norm):
+    """BERT's layer (Post-LN, GELU) and the Pre-LN one against PyTorch's with the same weights."""
+    block = small(norm=norm).blocks[0]
+    ref = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0, activation="gelu", batch_first=True,
+                                     norm_first=norm == "pre").eval()
+    a = block.attn
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(torch.cat([a.w_q.weight, a.w_k.weight, a.w_v.weight]))
+        ref.self_attn.in_proj_bias.copy_(torch.cat([a.w_q.bias, a.w_k.bias, a.w_v.bias]))
+        ref.self_attn.out_proj.weight.copy_(a.w_o.weight)
+        ref.self_attn.out_proj.bias.copy_(a.w_o.bias)
+        for mine, theirs in ((block.ff.w1, ref.linear1), (block.ff.w2, ref.linear2),
+                             (block.norm1, ref.norm1), (block.norm2, ref.norm2)):
+            theirs.weight.copy_(mine.weight)
+            theirs.bias.copy_(mine.bias)
+    x = torch.randn(3, 7, 16)
+    torch.testing.assert_close(block(x), ref(x), atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_states_are_the_encoders_own():
+    enc = small()
+    ids = torch.randint(11, (2, 10))
+    torch.testing.assert_close(enc.head(bert.hidden_states(enc, enc.tok(ids))), enc(ids)[0])
+
+
+def test_fill_masks_answers_at_every_mask_and_never_mask():
+    enc = small()
+    ids = torch.randint(11, (3, 12))
+    ids[0, 2] = ids[2, 5] = ids[2, 6] = bert.mask_id(enc)
+    with torch.no_grad():
+        enc.head.weight[bert.mask_id(enc)] *= 50                    # make [MASK] the likeliest token
+    where, top, p = bert.fill_masks(enc, ids, top=3)
+    assert where.tolist() == [[0, 2], [2, 5], [2, 6]]
+    assert top.shape == p.shape == (3, 3) and not (top == bert.mask_id(enc)).any()
+    assert (p[:, :-1] >= p[:, 1:]).all() and (p.sum(-1) <= 1 + 1e-6).all()
+
+
+def test_blank_words():
+    items = bert.blank_words(TEXT, 30, window=24, seed=1)
+    assert len(items) == 30 and all(len(it["window"]) == 24 for it in items)
+    for it in items:
+        w, a, b = it["window"], it["start"], it["end"]
+        assert w[a:b].isalpha() and 3 <= b - a <= 10 and a > 0 and b < 24
+        assert not w[a - 1].isalpha() and not w[b].isalpha()          # a whole word
+    assert bert.blank_words(TEXT, 30, window=24, seed=1) == items
+
+
+class RightOnly(nn.Module):
+    """A toy left-to-right model: it repeats the last character it is given, so its guesses show
+    exactly what it was shown."""
+
+    def __init__(self, tok):
+        super().__init__()
+        self.tok = tok
+
+    def forward(self, x):
+        logits = torch.zeros(x.size(0), x.size(1), self.tok.vocab_size)
+        logits[:, -1, int(x[0, -1])] = 1.0                            # repeat the last character
+        return logits, None
+
+
+def test_left_to_right_restorer_never_sees_the_right_context():
+    tok = CharTokenizer.from_text(TEXT)
+    item = {"window": "the cat sat on", "start": 4, "end": 7}
+    other = {"window": "the cat xyz on", "start": 4, "end": 7}
+    lm = RightOnly(tok)
+    assert bert.restore_left_to_right(lm, tok, [item]) == bert.restore_left_to_right(lm, tok, [other]) == ["   "]
+
+
+def test_bidirectional_restorer_reads_both_sides():
+    """Each masked character's logits change when a character after the word changes."""
+    tok = CharTokenizer.from_text(TEXT)
+    enc = small(vocab_size=tok.vocab_size + 1)
+    ids = torch.stack([tok.encode("the cat sat on"), tok.encode("the cat sot on")])
+    ids[:, 4:7] = bert.mask_id(enc)
+    h = bert.hidden_states(enc, enc.tok(ids))
+    assert not torch.allclose(h[0, 4:7], h[1, 4:7])
+    guess = bert.restore_bidirectional(enc, tok, [{"window": "the cat sat on", "start": 4, "end": 7}])
+    assert len(guess[0]) == 3 and all(c in tok.stoi for c in guess[0])
+
+
+def test_classifier_interface():
+    enc = small()
+    clf = bert.BertClassifier(enc, 2).eval()
+    x = torch.randint(11, (4, 15))                                     # 15 + [CLS] = seq_len
+    assert clf(x).shape == (4, 2)
+    groups = clf.layer_groups()
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)) == len(list(clf.parameters()))   # a partition of the parameters
+    assert len(groups) == 1 + enc.cfg.n_layers + 1 and clf.cls in groups[-1]
+    # the prediction is read at [CLS]: position 0 of the states
+    h = bert.hidden_states(enc, torch.cat([clf.cls.expand(4, 1, -1), enc.tok(x)], dim=1))
+    torch.testing.assert_close(clf(x), clf.head(h[:, 0]))
+    assert torch.isfinite(clf.lm_loss(x))
+
+
+def test_classifier_finetunes_through_the_shared_loop():
+    torch.manual_seed(0)
+    clf = bert.BertClassifier(small(), 2)
+    y = torch.arange(32) % 2
+    x = torch.randint(0, 5, (32, 10)) + 5 * y[:, None]                # class 1 reads tokens 5-9
+    classify.finetune(clf, x, y, classify.FineTuneConfig(steps=40, batch_size=8, lr=3e-3, schedule="linear"),
+                      progress=False)
+    assert classify.accuracy(clf, x, y) == 1.0
+
+
+def test_checkpoint_round_trip():
+    enc = small(norm="pre", bias=False)
+    back = bert.from_checkpoint(bert.checkpoint(enc))
+    ids = torch.randint(11, (2, 9))
+    torch.testing.assert_close(back(ids)[0], enc(ids)[0])
+    assert back.cfg == enc.cfg and not back.training
+
+
+def test_pretrain_script_smoke(tmp_path):
+    out = tmp_path / "bert.pt"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_bert.py"), "--seconds", "2",
+                           "--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--evals", "2",
+                           "--val-batches", "2", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ckpt = torch.load(out, weights_only=True)
+    info = ckpt["info"]
+    assert info["cpu_seconds"] >= 2 and len(info["curve"]["val_loss"]) == 3
+    assert len(ckpt["chars"]) + 1 == ckpt["config"]["vocab_size"]
+
+
+def test_shipped_checkpoint():
+    path = data_path(bert.PRETRAINED_FILE)
+    if not path.is_file():
+        pytest.skip("bert_shakespeare.pt not built yet: python scripts/pretrain_bert.py")
+    assert path.stat().st_size <= 3e6
+    enc, tok, info = bert.load_pretrained_bert()
+    assert enc.cfg.vocab_size == tok.vocab_size + 1 and enc.cfg.norm == "post"
+    assert info["val_loss"] < info["curve"]["val_loss"][0] / 2
