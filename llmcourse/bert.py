@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -165,15 +166,31 @@ def from_checkpoint(ckpt: dict) -> MLMEncoder:
 PRETRAINED_FILE = "bert_shakespeare.pt"
 
 
-def load_pretrained_bert(name: str = PRETRAINED_FILE):
+def _load(path=None) -> dict:
+    from .data import data_path
+
+    with (data_path(PRETRAINED_FILE) if path is None else Path(path)).open("rb") as f:
+        return torch.load(f, map_location="cpu", weights_only=True)
+
+
+def load_pretrained_bert(path=None):
     """Chapter 6's pretrained masked-LM encoder and its tokenizer: ``(encoder, tokenizer, info)``.
 
-    Made by ``scripts/pretrain_bert.py`` on the same text as the course's GPT; the tokenizer
-    knows the characters only ([MASK] is :func:`mask_id`, one past them).
+    Made by ``scripts/pretrain_bert.py`` on the same text as the course's GPT (``path``: another
+    checkpoint of that script); the tokenizer knows the characters only ([MASK] is
+    :func:`mask_id`, one past them).
     """
-    from .data import data_path
     from .tokenizer import CharTokenizer
 
-    with data_path(name).open("rb") as f:
-        ckpt = torch.load(f, map_location="cpu", weights_only=True)
+    ckpt = _load(path)
     return from_checkpoint(ckpt), CharTokenizer(ckpt["chars"]), ckpt.get("info", {})
+
+
+def classifier(pretrained: bool = True, n_classes: int = 2, dropout: float = 0.1, path=None):
+    """``(BertClassifier, tokenizer)`` for :func:`llmcourse.classify.finetune_job`: on the pretrained
+    encoder, or (``pretrained=False``) on an encoder of the same shape with fresh weights."""
+    from .tokenizer import CharTokenizer
+
+    ckpt = _load(path)
+    encoder = from_checkpoint(ckpt) if pretrained else MLMEncoder(MLMConfig(**ckpt["config"]))
+    return BertClassifier(encoder, n_classes, dropout), CharTokenizer(ckpt["chars"])

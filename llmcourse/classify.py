@@ -76,6 +76,15 @@ class TextTask:
         chosen = order[:n]
         return [self.train_text[i] for i in chosen.tolist()], self.train_y[chosen]
 
+    def validation_split(self, n_valid: int = 500, seed: int = 123) -> "TextTask":
+        """The same task with ``n_valid`` training passages (as many of each class) held out as its
+        test set and the rest as its training pool: for choosing settings without the test set."""
+        texts, y = self.labelled(n_valid, seed)
+        held = set(texts)
+        rest = [i for i, t in enumerate(self.train_text) if t not in held]
+        return TextTask(f"{self.name} (validation)", self.labels, [self.train_text[i] for i in rest],
+                        self.train_y[rest], texts, y, {**self.info, "validation_of": self.name})
+
 
 def load_authorship() -> TextTask:
     """Shakespeare (label 0) or Milton (label 1)? 3,000 training and 1,000 test passages of 64 characters."""
@@ -229,6 +238,48 @@ def fit_and_score(model: nn.Module, task: TextTask, tok, n: int, cfg: FineTuneCo
     run = finetune(model, encode(tok, texts), y, FineTuneConfig(**{**cfg.__dict__, "seed": seed}), progress)
     acc = accuracy(model, encode(tok, task.test_text), task.test_y)
     return {"n": n, "seed": seed, "accuracy": acc, "seconds": round(run.seconds, 2), "final_loss": run.loss[-1]}
+
+
+def finetune_job(job: dict) -> dict:
+    """One fine-tuning run of a learning curve or a learning-rate grid, runnable in a worker process.
+
+    ``job``: ``build`` ("module:function" returning ``(classifier, tokenizer)``, called with
+    ``build_args`` after seeding torch with 1000 + seed, so a new head's weights depend on the
+    seed), ``n`` labelled passages, ``seed``, ``cfg`` (the fields of :class:`FineTuneConfig`),
+    ``validation`` (if true, train and score on :meth:`TextTask.validation_split` instead of
+    the test set) and ``meta`` (copied into the result). Returns :func:`fit_and_score`'s dict.
+    """
+    import importlib
+
+    torch.set_num_threads(1)
+    module, name = job["build"].split(":")
+    torch.manual_seed(1000 + job["seed"])
+    model, tok = getattr(importlib.import_module(module), name)(**job.get("build_args", {}))
+    task = load_authorship()
+    if job.get("validation"):
+        task = task.validation_split()
+    out = fit_and_score(model, task, tok, job["n"], FineTuneConfig(**job["cfg"]), seed=job["seed"])
+    return {**job.get("meta", {}), **out}
+
+
+def run_jobs(jobs: list, procs: int = 1) -> list:
+    """:func:`finetune_job` for each job, in ``procs`` processes of one thread each (in order)."""
+    if procs <= 1:
+        return [finetune_job(j) for j in jobs]
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(procs) as pool:
+        return list(pool.map(finetune_job, jobs))
+
+
+def best_lr(results: list, key: str = "method") -> dict:
+    """From a grid's results (each with ``lr``, ``accuracy`` and ``key``): the best rate per ``key``
+    (ties: the smaller rate)."""
+    best: dict = {}
+    for r in sorted(results, key=lambda r: r["lr"]):
+        if r[key] not in best or r["accuracy"] > best[r[key]]["accuracy"]:
+            best[r[key]] = r
+    return {k: r["lr"] for k, r in best.items()}
 
 
 # ----------------------------------------------------------------------------- zero-shot

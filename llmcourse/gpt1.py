@@ -82,3 +82,25 @@ class GPTClassifier(nn.Module):
         g = self.gpt
         return ([[g.wte.weight, g.wpe.weight]] + [list(b.parameters()) for b in g.blocks]
                 + [list(g.ln_f.parameters()) + [self.start, self.extract] + list(self.head.parameters())])
+
+
+def classifier(pretrained: bool = True, n_classes: int = 2, dropout: float = 0.1, step: int | None = None,
+               path=None):
+    """``(GPTClassifier, tokenizer)`` for :func:`llmcourse.classify.finetune_job`: on the course's
+    pretrained GPT (``step``: one of its pretraining snapshots, where the installed
+    :func:`llmcourse.gpt.load_pretrained` offers them; ``path``: another checkpoint of
+    ``scripts/pretrain_gpt.py``), or (``pretrained=False``) on a GPT of the same shape with fresh weights."""
+    from pathlib import Path
+
+    from .gpt import GPTConfig, load_pretrained
+    from .tokenizer import CharTokenizer
+
+    if path is not None:
+        with Path(path).open("rb") as f:
+            ckpt = torch.load(f, map_location="cpu", weights_only=True)
+        gpt, tok = GPT.from_checkpoint(ckpt), CharTokenizer(ckpt["chars"])
+    else:
+        gpt, tok, _ = load_pretrained() if step is None else load_pretrained(step=step)
+    if not pretrained:
+        gpt = GPT(GPTConfig(**vars(gpt.config)))
+    return GPTClassifier(gpt, n_classes, dropout), tok

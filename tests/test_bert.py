@@ -166,3 +166,16 @@ def test_shipped_checkpoint():
     enc, tok, info = bert.load_pretrained_bert()
     assert enc.cfg.vocab_size == tok.vocab_size + 1 and enc.cfg.norm == "post"
     assert info["val_loss"] < info["curve"]["val_loss"][0] / 2
+
+
+def test_classifier_builder_pretrained_or_fresh(tmp_path):
+    tok = CharTokenizer.from_text(TEXT)
+    enc = small(vocab_size=tok.vocab_size + 1)
+    path = tmp_path / "enc.pt"
+    torch.save({**bert.checkpoint(enc), "chars": tok.chars, "info": {}}, path)
+    torch.manual_seed(0)
+    clf, tok2 = bert.classifier(path=path)
+    assert tok2.chars == tok.chars
+    torch.testing.assert_close(clf.encoder.tok.weight, enc.tok.weight)
+    fresh, _ = bert.classifier(pretrained=False, path=path)
+    assert fresh.encoder.cfg == enc.cfg and not torch.equal(fresh.encoder.tok.weight, enc.tok.weight)

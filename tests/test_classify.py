@@ -139,3 +139,50 @@ def test_finetune_lm_lowers_the_loss_on_its_text():
     classify.finetune_lm(lm, ids, classify.FineTuneConfig(steps=150, lr=3e-2, discriminative=2.6), block_size=16,
                          progress=False)
     assert lm(x, y)[1].item() < before / 2
+
+
+def test_validation_split_holds_out_training_passages(task):
+    val = task.validation_split(500, seed=123)
+    assert len(val.test_text) == 500 and val.test_y.sum().item() == 250
+    assert len(val.train_text) == 2500 and not set(val.train_text) & set(val.test_text)
+    assert set(val.train_text) | set(val.test_text) == set(task.train_text)
+    assert not set(val.test_text) & set(task.test_text)                       # never the real test set
+
+
+def test_finetune_job_and_best_lr(monkeypatch):
+    """A job builds its model by name after seeding, trains on n labelled passages and scores
+    on the test set (or the validation split); two processes give the same results as one."""
+    job = {"build": "test_classify:toy_classifier", "n": 8, "seed": 2, "meta": {"method": "toy"},
+           "cfg": {"steps": 3, "batch_size": 4, "lr": 1e-2}}
+    one = classify.finetune_job(job)
+    assert one["method"] == "toy" and one["n"] == 8 and one["seed"] == 2 and 0 <= one["accuracy"] <= 1
+    again = classify.finetune_job(job)
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in one.items() if k != "seconds"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    jobs = [job, {**job, "seed": 3}]
+    assert strip(classify.run_jobs(jobs, procs=2)) == strip(classify.run_jobs(jobs))
+    val = classify.finetune_job({**job, "validation": True})
+    assert val["accuracy"] != one["accuracy"] or val["final_loss"] != one["final_loss"]
+    results = [{"method": "a", "lr": 1e-3, "accuracy": 0.6}, {"method": "a", "lr": 3e-3, "accuracy": 0.7},
+               {"method": "a", "lr": 1e-2, "accuracy": 0.7}, {"method": "b", "lr": 1e-3, "accuracy": 0.9}]
+    assert classify.best_lr(results) == {"a": 3e-3, "b": 1e-3}
+
+
+def toy_classifier():
+    """A bag-of-characters classifier of the interface, for the job runner's test."""
+    task = classify.load_authorship()
+    tok = CharTokenizer.from_text("".join(task.train_text + task.test_text) + load_shakespeare())
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(tok.vocab_size, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, idx):
+            return self.head(self.embed(idx).mean(1))
+
+        def layer_groups(self):
+            return [list(self.embed.parameters()), list(self.head.parameters())]
+
+    return Bag(), tok

@@ -90,3 +90,14 @@ def test_finetunes_with_the_auxiliary_objective():
                                                                aux_lm=0.5), progress=False)
     assert classify.accuracy(clf, x, y) == 1.0 and run.loss[-1] < run.loss[0]
     assert clf._last is None                                          # eval mode keeps no states
+
+
+def test_classifier_builder_pretrained_or_fresh(tmp_path):
+    g = small()
+    path = tmp_path / "gpt.pt"
+    torch.save({**g.checkpoint(), "chars": "".join(chr(97 + i) for i in range(12))}, path)
+    clf, tok = gpt1.classifier(path=path)
+    assert tok.vocab_size == 12
+    torch.testing.assert_close(clf.gpt.wte.weight, g.wte.weight)
+    fresh, _ = gpt1.classifier(pretrained=False, path=path)
+    assert fresh.gpt.config == g.config and not torch.equal(fresh.gpt.wte.weight, g.wte.weight)
