@@ -45,10 +45,16 @@ def mask_id(encoder: MLMEncoder) -> int:
 
 
 @torch.no_grad()
-def fill_masks(encoder: MLMEncoder, ids: torch.Tensor, top: int = 1):
-    """Predictions at every [MASK] of ``ids`` (B, T), in one pass: (positions (n, 2), top ids (n, top), probs)."""
+def fill_masks(encoder: MLMEncoder, ids: torch.Tensor, top: int = 1, allowed: torch.Tensor | None = None):
+    """Predictions at every [MASK] of ``ids`` (B, T), in one pass: (positions (n, 2), top ids (n, top), probs).
+
+    ``allowed`` (V,) boolean: the only tokens that may be answers (the probabilities are
+    renormalised over them); [MASK] never is.
+    """
     encoder.eval()
     logits = encoder.head(hidden_states(encoder, encoder.tok(ids)))   # (B, T, V)
+    if allowed is not None:
+        logits[..., ~allowed] = float("-inf")
     logits[..., mask_id(encoder)] = float("-inf")                      # [MASK] is never an answer
     where = torch.nonzero(ids == mask_id(encoder))
     probs = torch.softmax(logits[where[:, 0], where[:, 1]], dim=-1)
@@ -57,6 +63,11 @@ def fill_masks(encoder: MLMEncoder, ids: torch.Tensor, top: int = 1):
 
 
 # ----------------------------------------------------------------------------- blanked words
+
+
+def letters(tok) -> torch.Tensor:
+    """(V,) boolean: which of the tokenizer's characters are letters (a blanked word's possible characters)."""
+    return torch.tensor([c.isalpha() for c in tok.chars])
 
 
 def blank_words(text: str, n: int, window: int = 64, min_len: int = 3, max_len: int = 10,
@@ -82,31 +93,60 @@ def blank_words(text: str, n: int, window: int = 64, min_len: int = 3, max_len: 
 
 
 @torch.no_grad()
-def restore_bidirectional(encoder: MLMEncoder, tok, items: list[dict]) -> list[str]:
+def restore_bidirectional(encoder: MLMEncoder, tok, items: list[dict], left_only: bool = False,
+                          one_pass: bool = False) -> list[str]:
     """BERT's guess of each blanked word: every letter of it is [MASK] (the word's length shows),
-    the characters on both sides are given; each masked character is its most likely one, in one pass."""
+    the characters on both sides are given, and the answer is made of letters.
+
+    By default the letters are filled one at a time, the one the model is surest of first, each
+    pass seeing the letters filled so far (as a left-to-right model sees its own guesses);
+    ``one_pass``: every masked letter is its most likely character in a single pass, each
+    guessed without the others (how BERT's pretraining loss scores them). ``left_only``: the
+    window is cut right after the word, so the same model sees only what a left-to-right model
+    would (and the word's length).
+    """
+    if left_only:
+        return [restore_bidirectional(encoder, tok, [{**it, "window": it["window"][:it["end"]]}], one_pass=one_pass)[0]
+                for it in items]
     ids = torch.stack([tok.encode(it["window"]) for it in items])
     for i, it in enumerate(items):
         ids[i, it["start"]:it["end"]] = mask_id(encoder)
-    where, top_ids, _ = fill_masks(encoder, ids)
-    guess = ids.clone()
-    guess[where[:, 0], where[:, 1]] = top_ids[:, 0]
-    return [tok.decode(guess[i, it["start"]:it["end"]]) for i, it in enumerate(items)]
+    allowed = torch.cat([letters(tok), torch.zeros(encoder.cfg.vocab_size - tok.vocab_size, dtype=torch.bool)])
+    while (ids == mask_id(encoder)).any():
+        where, top_ids, p = fill_masks(encoder, ids, allowed=allowed)
+        if one_pass:
+            ids[where[:, 0], where[:, 1]] = top_ids[:, 0]
+            break
+        for row in where[:, 0].unique():                          # each window: its surest masked letter
+            k = torch.nonzero(where[:, 0] == row).flatten()
+            j = k[p[k, 0].argmax()]
+            ids[where[j, 0], where[j, 1]] = top_ids[j, 0]
+    return [tok.decode(ids[i, it["start"]:it["end"]]) for i, it in enumerate(items)]
 
 
 @torch.no_grad()
 def restore_left_to_right(lm: nn.Module, tok, items: list[dict]) -> list[str]:
     """A left-to-right model's guess of each blanked word: the characters before it, then its most
-    likely next characters, one at a time, as many as the word has. What follows the word is never seen."""
+    likely next letters, one at a time, as many as the word has. What follows the word is never seen."""
     lm.eval()
     out = []
+    barred = ~letters(tok)
     for it in items:
         x = tok.encode(it["window"][:it["start"]])[None]
         for _ in range(it["end"] - it["start"]):
-            nxt = lm(x)[0][0, -1].argmax()
+            logits = lm(x)[0][0, -1]
+            nxt = logits.masked_fill(barred, float("-inf")).argmax()
             x = torch.cat([x, nxt.view(1, 1)], dim=1)
         out.append(tok.decode(x[0, it["start"]:]))
     return out
+
+
+def restoration_scores(items: list[dict], guesses: list[str]) -> dict:
+    """Share of the blanked words restored exactly (``words``) and of their letters (``characters``)."""
+    truth = [it["window"][it["start"]:it["end"]] for it in items]
+    words = sum(g == t for g, t in zip(guesses, truth)) / len(truth)
+    chars = sum(a == b for g, t in zip(guesses, truth) for a, b in zip(g, t)) / sum(map(len, truth))
+    return {"words": words, "characters": chars}
 
 
 # ----------------------------------------------------------------------------- the classifier

@@ -8,6 +8,7 @@ interface; the pretraining script's smoke run and the shipped checkpoint.
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -66,6 +67,10 @@ def test_fill_masks_answers_at_every_mask_and_never_mask():
     assert where.tolist() == [[0, 2], [2, 5], [2, 6]]
     assert top.shape == p.shape == (3, 3) and not (top == bert.mask_id(enc)).any()
     assert (p[:, :-1] >= p[:, 1:]).all() and (p.sum(-1) <= 1 + 1e-6).all()
+    allowed = torch.zeros(12, dtype=torch.bool)
+    allowed[[1, 4, 7]] = True
+    _, top, p = bert.fill_masks(enc, ids, top=3, allowed=allowed)
+    assert set(top.flatten().tolist()) == {1, 4, 7} and torch.allclose(p.sum(-1), torch.ones(3))
 
 
 def test_blank_words():
@@ -76,6 +81,28 @@ def test_blank_words():
         assert w[a:b].isalpha() and 3 <= b - a <= 10 and a > 0 and b < 24
         assert not w[a - 1].isalpha() and not w[b].isalpha()          # a whole word
     assert bert.blank_words(TEXT, 30, window=24, seed=1) == items
+
+
+def test_restorer_one_pass_or_surest_letter_first():
+    tok = CharTokenizer.from_text(TEXT)
+    enc = small(vocab_size=tok.vocab_size + 1)
+    item = {"window": "the cat sat on", "start": 4, "end": 7}
+    ids = tok.encode(item["window"])[None].clone()
+    ids[0, 4:7] = bert.mask_id(enc)
+    _, top, _ = bert.fill_masks(enc, ids, allowed=torch.cat([bert.letters(tok), torch.tensor([False])]))
+    assert bert.restore_bidirectional(enc, tok, [item], one_pass=True) == [tok.decode(top[:, 0])]
+    passes = []
+    enc.blocks[0].register_forward_hook(lambda *a: passes.append(1))
+    bert.restore_bidirectional(enc, tok, [item, {"window": "the dog sat on", "start": 12, "end": 13}])
+    assert len(passes) == 3                                            # one pass per letter of the longest word
+    one = {"window": "the cat sat on", "start": 4, "end": 5}           # one letter: the orders agree
+    assert bert.restore_bidirectional(enc, tok, [one]) == bert.restore_bidirectional(enc, tok, [one], one_pass=True)
+
+
+def test_restoration_scores():
+    items = [{"window": "a cat sat", "start": 2, "end": 5}, {"window": "a dog ran", "start": 6, "end": 9}]
+    assert bert.restoration_scores(items, ["cat", "xyz"]) == {"words": 0.5, "characters": 0.5}
+    assert bert.restoration_scores(items, ["cat", "ran"]) == {"words": 1.0, "characters": 1.0}
 
 
 class RightOnly(nn.Module):
@@ -95,9 +122,11 @@ class RightOnly(nn.Module):
 def test_left_to_right_restorer_never_sees_the_right_context():
     tok = CharTokenizer.from_text(TEXT)
     item = {"window": "the cat sat on", "start": 4, "end": 7}
-    other = {"window": "the cat xyz on", "start": 4, "end": 7}
+    other = {"window": "the cat mat on", "start": 4, "end": 7}
     lm = RightOnly(tok)
-    assert bert.restore_left_to_right(lm, tok, [item]) == bert.restore_left_to_right(lm, tok, [other]) == ["   "]
+    assert bert.restore_left_to_right(lm, tok, [item]) == bert.restore_left_to_right(lm, tok, [other])
+    item = {"window": "the cat sat on", "start": 5, "end": 7}          # after "the c": a letter to repeat
+    assert bert.restore_left_to_right(lm, tok, [item]) == ["cc"]
 
 
 def test_bidirectional_restorer_reads_both_sides():
@@ -108,8 +137,12 @@ def test_bidirectional_restorer_reads_both_sides():
     ids[:, 4:7] = bert.mask_id(enc)
     h = bert.hidden_states(enc, enc.tok(ids))
     assert not torch.allclose(h[0, 4:7], h[1, 4:7])
-    guess = bert.restore_bidirectional(enc, tok, [{"window": "the cat sat on", "start": 4, "end": 7}])
-    assert len(guess[0]) == 3 and all(c in tok.stoi for c in guess[0])
+    item = {"window": "the cat sat on", "start": 4, "end": 7}
+    guess = bert.restore_bidirectional(enc, tok, [item])
+    assert len(guess[0]) == 3 and guess[0].isalpha()                   # letters only
+    # left_only: the same model, nothing after the word
+    left = bert.restore_bidirectional(enc, tok, [item, {**item, "window": "the cat sot on"}], left_only=True)
+    assert left[0] == left[1] == bert.restore_bidirectional(enc, tok, [{**item, "window": "the cat"}])[0]
 
 
 def test_classifier_interface():
@@ -145,14 +178,19 @@ def test_checkpoint_round_trip():
     assert back.cfg == enc.cfg and not back.training
 
 
-def test_pretrain_script_smoke(tmp_path):
-    out = tmp_path / "bert.pt"
+@pytest.fixture(scope="module")
+def smoke_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bert") / "bert.pt"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "pretrain_bert.py"), "--seconds", "2",
                            "--d-model", "32", "--d-ff", "64", "--n-layers", "1", "--evals", "2",
                            "--val-batches", "2", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    ckpt = torch.load(out, weights_only=True)
+    return out
+
+
+def test_pretrain_script_smoke(smoke_checkpoint):
+    ckpt = torch.load(smoke_checkpoint, weights_only=True)
     info = ckpt["info"]
     assert info["cpu_seconds"] >= 2 and len(info["curve"]["val_loss"]) == 3
     assert len(ckpt["chars"]) + 1 == ckpt["config"]["vocab_size"]
@@ -179,3 +217,34 @@ def test_classifier_builder_pretrained_or_fresh(tmp_path):
     torch.testing.assert_close(clf.encoder.tok.weight, enc.tok.weight)
     fresh, _ = bert.classifier(pretrained=False, path=path)
     assert fresh.encoder.cfg == enc.cfg and not torch.equal(fresh.encoder.tok.weight, enc.tok.weight)
+
+
+def test_chapter_runs_script_smoke(smoke_checkpoint, tmp_path):
+    out = tmp_path / "ch06.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ch06_bert_runs.py"), "--smoke", "--bert",
+                           str(smoke_checkpoint), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_runs(json.loads(out.read_text()))
+
+
+def check_runs(data):
+    """What chapter 6 reads from the runs file."""
+    s = data["settings"]
+    words = data["blanked_words"]
+    assert set(words["scores"]) == {"BERT, both sides", "BERT, both sides, one pass", "BERT, left side only",
+                                    "GPT, left to right"}
+    assert all(0 <= v <= 1 for sc in words["scores"].values() for v in sc.values())
+    assert set(s["lr"]) == {r["method"] for r in data["curve"]} == {"BERT, pretrained", "from scratch"}
+    assert len(data["curve"]) == len(s["sizes"]) * len(s["seeds"]) * 2
+    assert {(r["n"], r["seed"]) for r in data["curve"]} == {(n, k) for n in s["sizes"] for k in s["seeds"]}
+
+
+def test_shipped_runs():
+    path = data_path("ch06_bert_runs.json")
+    if not path.is_file():
+        pytest.skip("ch06_bert_runs.json not built yet: python scripts/ch06_bert_runs.py --jobs 2")
+    data = json.loads(path.read_text())
+    check_runs(data)
+    assert len(data["settings"]["seeds"]) >= 3 and data["blanked_words"]["n"] >= 500
+    assert path.stat().st_size < 200_000
