@@ -146,16 +146,19 @@ class LSTMLM(nn.Module):
 PRETRAINED_FILE = "lstm_shakespeare.pt"
 
 
-def load_pretrained_lstm(name: str = PRETRAINED_FILE):
+def load_pretrained_lstm(path=None):
     """Chapter 5's pretrained LSTM language model and its tokenizer: ``(model, tokenizer, info)``.
 
-    Made by ``scripts/pretrain_lstm.py`` on the same text as the course's GPT; ``info`` holds
-    the settings, the validation loss and the zero-shot scores measured during training.
+    Made by ``scripts/pretrain_lstm.py`` on the same text as the course's GPT (``path``: another
+    checkpoint of that script); ``info`` holds the settings, the validation loss and the
+    zero-shot scores measured during training.
     """
+    from pathlib import Path
+
     from .data import data_path
     from .tokenizer import CharTokenizer
 
-    with data_path(name).open("rb") as f:
+    with (data_path(PRETRAINED_FILE) if path is None else Path(path)).open("rb") as f:
         ckpt = torch.load(f, map_location="cpu", weights_only=True)
     return LSTMLM.from_checkpoint(ckpt).eval(), CharTokenizer(ckpt["chars"]), ckpt.get("info", {})
 

@@ -8,7 +8,7 @@ Writes ``llmcourse/data/ch05_ulmfit_runs.json`` (Howard and Ruder 2018, arXiv:18
    discriminative rates and the slanted triangular schedule. The language-model loss on
    the test passages is measured before and after.
 2. **Learning rates**, one per method, the best of a small grid on 300 labelled passages
-   scored on 500 other training passages (never the test set).
+   scored on 500 held-out training passages (``TextTask.validation_split``; never the test set).
 3. **Accuracy against the number of labelled passages** (the paper's Fig. 3): from scratch
    (the same network, random weights, every layer trained from the start at one rate),
    ULMFiT "supervised" (target-LM fine-tuning on the labelled passages only) and ULMFiT
@@ -24,7 +24,7 @@ Usage (the shipped file; both cores, two processes of one thread)::
 
 Smoke run::
 
-    python scripts/ch05_ulmfit_runs.py --smoke --out /tmp/ch05_smoke.json
+    python scripts/ch05_ulmfit_runs.py --smoke --lstm /tmp/lstm_smoke.pt --out /tmp/ch05_smoke.json
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from pathlib import Path
 
 import torch
 
-from llmcourse.classify import (FineTuneConfig, accuracy, encode, finetune, finetune_lm, fit_and_score,
-                                lm_scores, load_authorship)
+from llmcourse.classify import (FineTuneConfig, best_lr, encode, finetune_lm, fit_and_score, lm_scores,
+                                load_authorship)
 from llmcourse.train import set_seed
 from llmcourse.ulmfit import LSTMClassifier, LSTMLM, load_pretrained_lstm
 
@@ -94,11 +94,8 @@ def run_job(job: dict) -> dict:
         lm_state = lm.state_dict()
     model = classifier(job["kind"], lm_state, job["lm_cfg"], job["seed"])
     cfg = FineTuneConfig(steps=job["steps"], batch_size=BATCH, lr=job["lr"], **job["recipe"])
-    if "valid" in job:                                   # learning-rate grid: score on held-out training passages
-        texts, y = job["train"]
-        finetune(model, encode(tok, texts), y, FineTuneConfig(**{**cfg.__dict__, "seed": job["seed"]}), progress=False)
-        vt, vy = job["valid"]
-        return {**job["meta"], "accuracy": accuracy(model, encode(tok, vt), vy)}
+    if job.get("validation"):                            # learning-rate grid: score on held-out training passages
+        task = task.validation_split()
     out = fit_and_score(model, task, tok, job["n"], cfg, seed=job["seed"])
     return {**job["meta"], **out}
 
@@ -110,6 +107,7 @@ def main(argv=None) -> dict:
     p.add_argument("--ablation-sizes", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--lstm", type=Path, default=None, help="another checkpoint of scripts/pretrain_lstm.py")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny settings, for the test suite")
     p.add_argument("--out", type=Path, default=OUT)
@@ -120,7 +118,7 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     set_seed(0)
     task = load_authorship()
-    lm, tok, lm_info = load_pretrained_lstm()
+    lm, tok, lm_info = load_pretrained_lstm(args.lstm)
 
     # 1. target-LM fine-tuning on the unlabelled training passages
     test_x = encode(tok, task.test_text)
@@ -141,16 +139,12 @@ def main(argv=None) -> dict:
     pool = ProcessPoolExecutor(args.jobs) if args.jobs > 1 else None
     run_all = (lambda jobs: list(pool.map(run_job, jobs))) if pool else (lambda jobs: [run_job(j) for j in jobs])
 
-    # 2. one learning rate per method, on held-out training passages
-    g = torch.Generator().manual_seed(123)
-    order = torch.randperm(len(task.train_text), generator=g).tolist()
+    # 2. one learning rate per method, on held-out training passages (TextTask.validation_split)
     n_tr = 40 if args.smoke else 300
-    tr, va = order[:n_tr], order[n_tr:n_tr + (40 if args.smoke else 500)]
-    pick = lambda ix: ([task.train_text[i] for i in ix], task.train_y[ix])
-    sweep_jobs = [{**job(kind, RECIPES[kind], n_tr, 0, lr, semi if kind == "ULMFiT" else general),
-                   "train": pick(tr), "valid": pick(va)} for kind in RECIPES for lr in args.lrs]
+    sweep_jobs = [{**job(kind, RECIPES[kind], n_tr, 0, lr, semi if kind == "ULMFiT" else general), "validation": True}
+                  for kind in RECIPES for lr in args.lrs]
     sweep = run_all(sweep_jobs)
-    best = {kind: max((r for r in sweep if r["method"] == kind), key=lambda r: r["accuracy"])["lr"] for kind in RECIPES}
+    best = best_lr(sweep)
     print(f"learning rates: {best}", flush=True)
 
     # 3. the learning curves (paper Fig. 3) and 4. the ablation (paper Table 6)
@@ -179,7 +173,7 @@ def main(argv=None) -> dict:
         "settings": {"sizes": args.sizes, "seeds": args.seeds, "ablation_sizes": args.ablation_sizes,
                      "steps": args.steps, "batch_size": BATCH, "unfreeze_every": UNFREEZE, "recipes": RECIPES,
                      "ablation": ABLATION, "lr_grid": args.lrs, "lr": best, "sweep_labelled": n_tr,
-                     "sweep_valid": len(va),
+                     "sweep_valid": 500,
                      "target_lm": {**asdict(lm_config(LM_STEPS)), "block_size": LM_BLOCK,
                                    "supervised_steps": "about two epochs of the labelled passages, 10 to 300 steps"}},
         "lm": {"pretrained_val_loss": lm_info.get("val_loss"), "test_loss_before": before, "test_loss_after": after,

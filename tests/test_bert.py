@@ -189,6 +189,7 @@ def smoke_checkpoint(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_pretrain_script_smoke(smoke_checkpoint):
     ckpt = torch.load(smoke_checkpoint, weights_only=True)
     info = ckpt["info"]
@@ -219,6 +220,7 @@ def test_classifier_builder_pretrained_or_fresh(tmp_path):
     assert fresh.encoder.cfg == enc.cfg and not torch.equal(fresh.encoder.tok.weight, enc.tok.weight)
 
 
+@pytest.mark.slow
 def test_chapter_runs_script_smoke(smoke_checkpoint, tmp_path):
     out = tmp_path / "ch06.json"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ch06_bert_runs.py"), "--smoke", "--bert",

@@ -7,12 +7,18 @@ follows classify's interface and learns through its loop with λ = 0.5.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from llmcourse import classify, gpt1
+from llmcourse.data import data_path
 from llmcourse.gpt import GPT, GPTConfig
+from nbgrader_harness import REPO
 
 
 def small(**kw) -> GPT:
@@ -101,3 +107,34 @@ def test_classifier_builder_pretrained_or_fresh(tmp_path):
     torch.testing.assert_close(clf.gpt.wte.weight, g.wte.weight)
     fresh, _ = gpt1.classifier(pretrained=False, path=path)
     assert fresh.gpt.config == g.config and not torch.equal(fresh.gpt.wte.weight, g.wte.weight)
+
+
+def check_runs(data):
+    """What chapter 7 reads from the runs file."""
+    s = data["settings"]
+    assert set(s["lr"]) == {r["method"] for r in data["curve"]} == {"GPT-1, λ = 0.5", "GPT-1, λ = 0", "from scratch"}
+    assert {(r["n"], r["seed"]) for r in data["curve"]} == {(n, k) for n in s["sizes"] for k in s["seeds"]}
+    assert len(data["curve"]) == 3 * len(s["sizes"]) * len(s["seeds"])
+    rows = data["zero_shot"]["gpt"]
+    assert rows[0]["step"] == 0 and [r["step"] for r in rows] == sorted(r["step"] for r in rows)
+    assert all(0 <= r["accuracy"] <= 1 for r in rows)
+
+
+@pytest.mark.slow
+def test_chapter_runs_script_smoke(tmp_path):
+    out = tmp_path / "ch07.json"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ch07_gpt1_runs.py"), "--smoke", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_runs(json.loads(out.read_text()))
+
+
+def test_shipped_runs():
+    path = data_path("ch07_gpt1_runs.json")
+    if not path.is_file():
+        pytest.skip("ch07_gpt1_runs.json not built yet: python scripts/ch07_gpt1_runs.py --jobs 2")
+    data = json.loads(path.read_text())
+    check_runs(data)
+    assert len(data["settings"]["seeds"]) >= 3 and data["zero_shot"]["snapshots"]       # the snapshots were used
+    assert len(data["zero_shot"]["gpt"]) >= 5 and data["zero_shot"]["lstm"] is not None
+    assert path.stat().st_size < 200_000

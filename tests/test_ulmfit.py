@@ -5,6 +5,7 @@ Howard and Ruder (2018), arXiv:1801.06146: equation 2 (discriminative rates), eq
 """
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -153,3 +154,40 @@ def test_pretrain_script_smoke(tmp_path):
                    check=True, cwd=REPO, capture_output=True)
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["info"]["zero_shot"]["steps"] == [0, 3, 6] and ckpt["info"]["iterations"] == 6
+
+
+@pytest.mark.slow
+def test_chapter_runs_script_smoke(tmp_path):
+    """scripts/ch05_ulmfit_runs.py on a tiny LSTM checkpoint with the corpus's characters."""
+    from llmcourse.data import shakespeare_splits
+
+    tok = shakespeare_splits()[0]
+    lm = small_lm(vocab_size=tok.vocab_size)
+    path, out = tmp_path / "lstm.pt", tmp_path / "ch05.json"
+    torch.save({**lm.checkpoint(), "chars": tok.chars, "info": {"val_loss": 9.9}}, path)
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ch05_ulmfit_runs.py"), "--smoke", "--lstm", str(path),
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check_runs(json.loads(out.read_text()))
+
+
+def check_runs(data):
+    """What chapter 5 reads from the runs file."""
+    s = data["settings"]
+    methods = {"from scratch", "ULMFiT, supervised", "ULMFiT, semi-supervised"}
+    assert {r["method"] for r in data["curve"]} == methods
+    assert {(r["method"], r["n"], r["seed"]) for r in data["curve"]} == {
+        (m, n, k) for m in methods for n in s["sizes"] for k in s["seeds"]}
+    assert {(r["method"], r["n"], r["seed"]) for r in data["ablation"]} == {
+        (m, n, k) for m in s["ablation"] for n in s["ablation_sizes"] for k in s["seeds"]}
+    assert set(s["lr"]) == {"ULMFiT", "from scratch"}
+    assert data["lm"]["test_loss_before"] > 0 and data["lm"]["test_loss_after"] > 0
+
+
+def test_shipped_runs():
+    path = data_path("ch05_ulmfit_runs.json")
+    if not path.is_file():
+        pytest.skip("ch05_ulmfit_runs.json not built yet: python scripts/ch05_ulmfit_runs.py --jobs 2")
+    data = json.loads(path.read_text())
+    check_runs(data)
+    assert len(data["settings"]["seeds"]) >= 3 and path.stat().st_size < 200_000
