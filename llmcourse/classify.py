@@ -282,6 +282,23 @@ def best_lr(results: list, key: str = "method") -> dict:
     return {k: r["lr"] for k, r in best.items()}
 
 
+def save_runs(path, data: dict, started: float, jobs: int) -> dict:
+    """Write a chapter's runs file: ``data`` with the wall seconds since ``started``
+    (``time.perf_counter()``), the number of worker processes and the machine; returns it."""
+    import os
+    import platform
+    from pathlib import Path
+
+    data = {**data, "seconds": round(time.perf_counter() - started, 1), "jobs": jobs,
+            "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                        "load_average": os.getloadavg()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    print(f"wrote {path} in {data['seconds']:.0f} s")
+    return data
+
+
 # ----------------------------------------------------------------------------- zero-shot
 
 

@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
@@ -41,7 +38,7 @@ from pathlib import Path
 import torch
 
 from llmcourse.classify import (FineTuneConfig, best_lr, encode, finetune_lm, fit_and_score, lm_scores,
-                                load_authorship)
+                                load_authorship, save_runs)
 from llmcourse.train import set_seed
 from llmcourse.ulmfit import LSTMClassifier, LSTMLM, load_pretrained_lstm
 
@@ -179,14 +176,8 @@ def main(argv=None) -> dict:
         "lm": {"pretrained_val_loss": lm_info.get("val_loss"), "test_loss_before": before, "test_loss_after": after,
                "target_lm_seconds": round(lm_run.seconds, 1), "target_lm_loss": lm_run.loss},
         "sweep": sweep, "curve": curve, "ablation": ablation,
-        "seconds": round(time.perf_counter() - t_start, 1), "jobs": args.jobs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "load_average": os.getloadavg()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1))
-    print(f"wrote {args.out} in {data['seconds']:.0f} s")
-    return data
+    return save_runs(args.out, data, t_start, args.jobs)
 
 
 if __name__ == "__main__":

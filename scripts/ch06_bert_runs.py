@@ -27,16 +27,13 @@ Smoke run::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from llmcourse import bert
-from llmcourse.classify import best_lr, run_jobs
+from llmcourse.classify import best_lr, run_jobs, save_runs
 from llmcourse.data import shakespeare_splits
 from llmcourse.gpt import load_pretrained
 
@@ -102,14 +99,8 @@ def main(argv=None) -> dict:
         "bert": {"val_loss": info.get("val_loss"), "steps": info.get("steps"), "cpu_seconds": info.get("cpu_seconds"),
                  "tokens": info.get("tokens")},
         "blanked_words": words, "sweep": sweep, "curve": curve,
-        "seconds": round(time.perf_counter() - t_start, 1), "jobs": args.jobs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "load_average": os.getloadavg()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1))
-    print(f"wrote {args.out} in {data['seconds']:.0f} s")
-    return data
+    return save_runs(args.out, data, t_start, args.jobs)
 
 
 if __name__ == "__main__":

@@ -29,16 +29,14 @@ Smoke run::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from llmcourse import gpt as gptmod
-from llmcourse.classify import best_lr, encode, lm_scores, load_authorship, run_jobs, zero_shot_accuracy
+from llmcourse.classify import (best_lr, encode, lm_scores, load_authorship, run_jobs, save_runs,
+                                zero_shot_accuracy)
 from llmcourse.data import data_path
 from llmcourse.gpt import GPT
 
@@ -112,14 +110,8 @@ def main(argv=None) -> dict:
                      "sweep_labelled": 300, "sweep_valid": 500},
         "gpt": {"val_loss": info.get("val_loss"), "iterations": info.get("iterations"), "seconds": info.get("seconds")},
         "zero_shot": zero, "sweep": sweep, "curve": curve,
-        "seconds": round(time.perf_counter() - t_start, 1), "jobs": args.jobs,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "load_average": os.getloadavg()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1))
-    print(f"wrote {args.out} in {data['seconds']:.0f} s")
-    return data
+    return save_runs(args.out, data, t_start, args.jobs)
 
 
 if __name__ == "__main__":
