@@ -14,7 +14,7 @@ Writes ``llmcourse/data/ch05_ulmfit_runs.json`` (Howard and Ruder 2018, arXiv:18
    ULMFiT "supervised" (target-LM fine-tuning on the labelled passages only) and ULMFiT
    "semi-supervised" (on all training passages), over seeds; a seed draws the labelled
    passages, the batches and the new head.
-4. **Ablation** (the paper's Table 6, in the form "one trick removed"): the semi-supervised
+4. **Ablation** (the paper's section 5, "Impact of classifier fine-tuning", in the form "one trick removed"): the semi-supervised
    recipe without gradual unfreezing, without discriminative rates, without the slanted
    triangular schedule (a constant rate), and without all three.
 
