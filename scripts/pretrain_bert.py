@@ -1,9 +1,9 @@
 """Pretrain chapter 6's tiny BERT: ``llmcourse/data/bert_shakespeare.pt``.
 
 A post-LN masked-LM encoder (:class:`llmcourse.mlm.MLMEncoder`, BERT's layout) of the
-course GPT's size (4 layers, 4 heads, width 128, feed-forward 512: the same weights per block
-as :class:`llmcourse.gpt.GPT`, so chapter 6 compares a bidirectional and a left-to-right
-model of one size),
+shipped course GPT's shape (by default its layers, heads and width, read from
+``gpt_shakespeare.pt``, and a feed-forward block 4 times as wide, as the GPT's: the same
+weights per block, so chapter 6 compares a bidirectional and a left-to-right model of one size),
 trained by :func:`llmcourse.mlm.train_budget` on the same text, the first 90% of the shipped
 Shakespeare, in windows of 65 characters (a 64-character passage and its [CLS] at
 fine-tuning), BERT's corruption of 15% of the positions (:func:`llmcourse.attention.mlm_corrupt`).
@@ -33,6 +33,7 @@ import torch
 
 from llmcourse.bert import checkpoint, from_checkpoint
 from llmcourse.data import shakespeare_splits
+from llmcourse.gpt import load_pretrained
 from llmcourse.mlm import BudgetConfig, MLMConfig, MLMEncoder, fixed_batches, mlm_loss, train_budget
 from llmcourse.train import set_seed
 
@@ -41,10 +42,10 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "bert
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--n-layers", type=int, default=4)
-    p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--d-ff", type=int, default=512)
+    p.add_argument("--d-model", type=int, default=None, help="default: the shipped GPT's width")
+    p.add_argument("--n-layers", type=int, default=None, help="default: the shipped GPT's")
+    p.add_argument("--n-heads", type=int, default=None, help="default: the shipped GPT's")
+    p.add_argument("--d-ff", type=int, default=None, help="default: 4 x d_model, as the GPT's")
     p.add_argument("--seq-len", type=int, default=65)
     p.add_argument("--norm", default="post")
     p.add_argument("--dropout", type=float, default=0.1)
@@ -64,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    gpt_cfg = load_pretrained()[0].config                   # the left-to-right model chapter 6 compares with
+    args.d_model = args.d_model or gpt_cfg.n_embd
+    args.n_layers = args.n_layers or gpt_cfg.n_layer
+    args.n_heads = args.n_heads or gpt_cfg.n_head
+    args.d_ff = args.d_ff or 4 * args.d_model
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     tok, train_ids, val_ids = shakespeare_splits()

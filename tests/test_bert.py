@@ -221,6 +221,11 @@ def test_shipped_checkpoint():
     assert path.stat().st_size <= 3e6
     enc, tok, info = bert.load_pretrained_bert()
     assert enc.cfg.vocab_size == tok.vocab_size + 1 and enc.cfg.norm == "post"
+    from llmcourse.gpt import load_pretrained
+
+    gpt = load_pretrained()[0]                     # chapter 6 compares the two as models of one size
+    assert sum(p.numel() for p in enc.blocks.parameters()) == sum(p.numel() for p in gpt.blocks.parameters()), \
+        "the shipped GPT changed shape: rerun scripts/pretrain_bert.py"
     assert info["val_loss"] < info["curve"]["val_loss"][0] / 2
 
 
