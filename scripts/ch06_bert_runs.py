@@ -27,6 +27,7 @@ Smoke run::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -35,28 +36,34 @@ import torch
 from llmcourse import bert
 from llmcourse.classify import best_lr, run_jobs, save_runs
 from llmcourse.data import shakespeare_splits
-from llmcourse.gpt import load_pretrained
+from llmcourse.gpt import load_pretrained, pretrained_steps
 
 OUT = Path(__file__).resolve().parents[1] / "llmcourse" / "data" / "ch06_bert_runs.json"
 STEPS, BATCH = 150, 16
 METHODS = {"BERT, pretrained": True, "from scratch": False}
 
 
-def blanked_words(args, encoder, tok) -> dict:
+def blanked_words(args, encoder, tok, encoder_tokens: int) -> dict:
     _, _, val_ids = shakespeare_splits()
     text = tok.decode(val_ids)
     items = bert.blank_words(text, args.words, window=64, seed=0)
-    gpt, gtok, _ = load_pretrained()
+    gpt, gtok, ginfo = load_pretrained()
     assert gtok.chars == tok.chars, "the GPT and the encoder read the same characters"
+    # the GPT's snapshot that had read as many characters as the encoder: an equal-data comparison
+    per_step = ginfo["train"]["batch_size"] * ginfo["train"]["block_size"]
+    eq_step = min(pretrained_steps(), key=lambda s: abs(s * per_step - encoder_tokens))
+    gpt_eq = load_pretrained(step=eq_step)[0]
     t0 = time.process_time()
     guesses = {"BERT, both sides": bert.restore_bidirectional(encoder, tok, items),
                "BERT, both sides, one pass": bert.restore_bidirectional(encoder, tok, items, one_pass=True),
                "BERT, left side only": bert.restore_bidirectional(encoder, tok, items, left_only=True),
-               "GPT, left to right": bert.restore_left_to_right(gpt, tok, items)}
+               "GPT, left to right": bert.restore_left_to_right(gpt, tok, items),
+               "GPT, the encoder's characters": bert.restore_left_to_right(gpt_eq, tok, items)}
     scores = {k: bert.restoration_scores(items, g) for k, g in guesses.items()}
     for k, s in scores.items():
-        print(f"{k:28s} words {s['words']:.3f}  characters {s['characters']:.3f}", flush=True)
+        print(f"{k:30s} words {s['words']:.3f}  characters {s['characters']:.3f}", flush=True)
     return {"n": len(items), "window": 64, "scores": scores, "seconds": round(time.process_time() - t0, 1),
+            "gpt_equal_data": {"step": eq_step, "tokens": eq_step * per_step, "encoder_tokens": encoder_tokens},
             "examples": [{**it, **{k: g[i] for k, g in guesses.items()}} for i, it in enumerate(items[:40])]}
 
 
@@ -69,6 +76,8 @@ def main(argv=None) -> dict:
     p.add_argument("--words", type=int, default=500, help="blanked words")
     p.add_argument("--bert", type=Path, default=None, help="another checkpoint of scripts/pretrain_bert.py")
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--words-only", action="store_true",
+                   help="recompute only the blanked-word restoration in an existing --out file")
     p.add_argument("--smoke", action="store_true", help="tiny settings, for the test suite")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -77,7 +86,13 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     encoder, tok, info = bert.load_pretrained_bert(args.bert)
-    words = blanked_words(args, encoder, tok)
+    words = blanked_words(args, encoder, tok, int(info.get("tokens", 0)))
+    if args.words_only:                       # refresh the restoration part of an existing file, keep its runs
+        data = json.loads(args.out.read_text())
+        data["blanked_words"] = words
+        args.out.write_text(json.dumps(data, indent=1))
+        print(f"updated blanked_words in {args.out}")
+        return data
 
     def job(method, n, seed, lr, **kw):
         build_args = {"pretrained": METHODS[method], "path": None if args.bert is None else str(args.bert)}
