@@ -249,7 +249,16 @@ def test_chapter_runs_script_smoke(smoke_checkpoint, tmp_path):
                            str(smoke_checkpoint), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    check_runs(json.loads(out.read_text()))
+    first = json.loads(out.read_text())
+    check_runs(first)
+    # --words-only refreshes the restoration part and keeps the fine-tuning runs as they were
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "ch06_bert_runs.py"), "--smoke", "--words-only",
+                           "--bert", str(smoke_checkpoint), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads(out.read_text())
+    check_runs(again)
+    assert again["curve"] == first["curve"] and again["blanked_words"]["scores"] == first["blanked_words"]["scores"]
 
 
 def check_runs(data):
@@ -257,7 +266,14 @@ def check_runs(data):
     s = data["settings"]
     words = data["blanked_words"]
     assert set(words["scores"]) == {"BERT, both sides", "BERT, both sides, one pass", "BERT, left side only",
-                                    "GPT, left to right"}
+                                    "GPT, left to right", "GPT, the encoder's characters"}
+    eq = words["gpt_equal_data"]                      # the snapshot closest to the encoder's characters read
+    from llmcourse.gpt import load_pretrained, pretrained_steps
+    info = load_pretrained()[2]
+    per_step = info["train"]["batch_size"] * info["train"]["block_size"]
+    assert eq["step"] in pretrained_steps() and eq["tokens"] == eq["step"] * per_step
+    assert all(abs(eq["tokens"] - eq["encoder_tokens"]) <= abs(s * per_step - eq["encoder_tokens"])
+               for s in pretrained_steps())
     assert all(0 <= v <= 1 for sc in words["scores"].values() for v in sc.values())
     assert set(s["lr"]) == {r["method"] for r in data["curve"]} == {"BERT, pretrained", "from scratch"}
     assert len(data["curve"]) == len(s["sizes"]) * len(s["seeds"]) * 2
