@@ -12,7 +12,6 @@ verdicts equal the in-process ones; ``llmcourse grade`` grades the solution once
 """
 from __future__ import annotations
 
-import shutil
 import textwrap
 
 import pytest
@@ -427,7 +426,8 @@ FORBIDDEN = {
 }
 
 BAD = {
-    "syntax_error": ({"block": "class TransformerBlock(nn.Module):\n    def __init__(self, d_model, n_heads, d_ff"}, []),
+    "syntax_error": ({**SOL, "block": "class TransformerBlock(nn.Module):\n    def __init__(self, d_model, n_heads, d_ff"},
+                     []),
 }
 
 CAT = Catalogue(ASSIGNMENT, {"layernorm": LN_TESTS, "positions": POS_TESTS, "ffn": FFN_TESTS, "block": BLOCK_TESTS},
@@ -480,9 +480,8 @@ def test_llmcourse_grade_gives_the_solution_full_marks(tmp_path):
     from llmcourse.grading import batch
     from nbgrader_harness import Course
 
-    course = Course.create(ASSIGNMENT, timeout=60, root=tmp_path / "course")
+    course = Course.create(ASSIGNMENT, timeout=60, root=tmp_path)
     course.submit({"alice": course.submission(SOL)})
     results = {r.student: r for r in batch.grade(course.root, ASSIGNMENT, workers=1, progress=False)}
     assert results["alice"].status == "graded", results["alice"]
     assert results["alice"].score == results["alice"].max_score == 24, results["alice"]
-    shutil.rmtree(course.root, ignore_errors=True)
