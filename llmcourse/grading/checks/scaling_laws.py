@@ -287,8 +287,9 @@ def check_fit_clean(fit_chinchilla):
                "The fit did not find them: minimise the Huber loss of LSE(a - alpha log N, b - beta log D, e) "
                "- log L over (a, b, e, alpha, beta) with L-BFGS from a grid of starting points, keep the best "
                "(the lowest final objective), and return E = exp(e), A = exp(a), B = exp(b). A single starting "
-               "point can stop in a poor local minimum, and torch's LBFGS stops after max_iter=20 iterations "
-               "unless told otherwise."))
+               "point can stop in a poor local minimum; and torch's LBFGS stops after max_iter=20 iterations, or "
+               "once the gradient is below tolerance_grad=1e-7, unless told otherwise: this objective is tiny, "
+               "so give it a few hundred iterations and tolerance_grad=1e-12, tolerance_change=1e-15."))
 
 
 @graded("fit_chinchilla: the Huber loss is not pulled by a few outlying runs")
@@ -304,7 +305,8 @@ def check_fit_outliers(fit_chinchilla):
             + (why[0].upper() + why[1:] if why else
                "The fit is pulled by the outliers, as least squares is: minimise the Huber loss with "
                "delta = 1e-3 (quadratic only for residuals below delta, linear beyond), which lets a few "
-               "bad runs cost little."))
+               "bad runs cost little. (torch's huber_loss has delta=1.0 by default: for residuals of log "
+               "losses, all well below 1, that is least squares.)"))
 
 
 # ----------------------------------------------------------------------------- compute_optimal
