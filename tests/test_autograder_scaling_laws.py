@@ -362,11 +362,48 @@ CORRECT = {
                     return float(n_opt), float(d_opt)
                 return n_opt, d_opt'''),
     },
+    "float32_torch": {
+        "power_law": code('''
+            def fit_power_law(x, y):
+                x = torch.as_tensor(x).float()
+                y = torch.as_tensor(y).float()
+                if x.ndim != 1 or y.ndim != 1 or len(x) != len(y) or len(x) < 2:
+                    raise ValueError("two 1-D arrays of the same length, at least 2 points")
+                if (x <= 0).any() or (y <= 0).any():
+                    raise ValueError("positive values only")
+                X = torch.stack([torch.ones_like(x), x.log()], 1)
+                sol = torch.linalg.lstsq(X, y.log()[:, None]).solution[:, 0]
+                return float(sol[0].exp()), float(sol[1])'''),
+        "chinchilla_loss": code('''
+            def chinchilla_loss(N, D, params):
+                n = torch.as_tensor(N, dtype=torch.float32)
+                d = torch.as_tensor(D, dtype=torch.float32)
+                out = params["E"] + params["A"] * n.pow(-params["alpha"]) + params["B"] * d.pow(-params["beta"])
+                return out.item() if out.ndim == 0 else out.numpy()'''),
+        "compute_optimal": code('''
+            def compute_optimal(C, params):
+                al, be = params["alpha"], params["beta"]
+                G = (al * params["A"] / (be * params["B"])) ** (1 / (al + be))
+                c = torch.as_tensor(C, dtype=torch.float32) / 6
+                n, d = G * c ** (be / (al + be)), c ** (al / (al + be)) / G
+                return (n.item(), d.item()) if n.ndim == 0 else (n.numpy(), d.numpy())'''),
+        "isoflop": code('''
+            def isoflop_minimum(N, L):
+                x = torch.as_tensor(N).float().log()
+                y = torch.as_tensor(L).float()
+                if len(x) < 3:
+                    raise ValueError("three points at least")
+                X = torch.stack([x ** 2, x, torch.ones_like(x)], 1)
+                c2, c1, _ = torch.linalg.solve(X.T @ X, X.T @ y).tolist()
+                if c2 <= 0:
+                    raise ValueError("no minimum")
+                return math.exp(-c1 / (2 * c2))'''),
+    },
 }
 
 FORBIDDEN = {
-    "imports_course_fit": ({"fit_chinchilla": "from llmcourse.scaling import fit_chinchilla"}, [FIT_C, FIT_O],
-                           "llmcourse.scaling"),
+    "imports_course_compute_optimal": ({"compute_optimal": "from llmcourse.scaling import compute_optimal"},
+                                       [CO_V, CO_A], "llmcourse.scaling"),
     "imports_course_power_law": ({"power_law": "from llmcourse import scaling\n"
                                                "def fit_power_law(x, y):\n    return scaling.fit_power_law(x, y)"},
                                  [PL_V, PL_E], "llmcourse.scaling"),

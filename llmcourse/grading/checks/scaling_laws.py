@@ -144,8 +144,8 @@ def check_power_law_values(fit_power_law):
             a, b = out
             b_ref, la_ref = _lstsq_line(np.log(x), np.log(y))
             a_ref = math.exp(la_ref)
-            if not (_near(a, a_ref, 1e-6) and _near(b, b_ref, 1e-6)):
-                why = _match((a, b), _power_variants(x, y))
+            if not (_near(a, a_ref, 1e-4) and _near(b, b_ref, 1e-4)):          # float32 arithmetic passes
+                why = _match((a, b), _power_variants(x, y), 1e-3)
                 raise AssertionError(
                     f"{what} returned (a, b) = ({a:.6g}, {b:.6g}); least squares of log y on log x gives "
                     f"({a_ref:.6g}, {b_ref:.6g}). " + (why.strip() if why else
@@ -195,8 +195,8 @@ def check_chinchilla_loss_values(chinchilla_loss):
             assert isinstance(out, float) and not isinstance(out, np.ndarray), (
                 f"{what} returned a {type(out).__name__}: a float in gives a float out (float(...))")
             want = _loss_ref(N, D, p)
-            if not _near(out, want, 1e-9):
-                why = _match((out,), {k: (v,) for k, v in _loss_variants(N, D, p).items()}, 1e-9)
+            if not _near(out, want, 1e-6):
+                why = _match((out,), {k: (v,) for k, v in _loss_variants(N, D, p).items()}, 1e-5)
                 raise AssertionError(f"{what} returned {out!r}, expected {want!r}"
                                      + (f": {why}" if why else ""))
 
@@ -219,10 +219,10 @@ def check_chinchilla_loss_arrays(chinchilla_loss):
         assert out.shape == want.shape, (
             f"{what} returned shape {out.shape}, expected {want.shape}: let numpy broadcast N against D "
             f"(no loops over pairs, no np.outer)")
-        if not np.allclose(out, want, rtol=1e-9, atol=0):
+        if not np.allclose(out, want, rtol=1e-6, atol=0):
             why = _match(tuple(out.ravel()), {k: tuple(np.broadcast_to(v, want.shape).ravel())
                                              for k, v in _loss_variants(np.asarray(N, float), np.asarray(D, float),
-                                                                        TOY).items()}, 1e-9)
+                                                                        TOY).items()}, 1e-5)
             raise AssertionError(f"{what}: wrong values" + (f": {why}" if why else ""))
 
 
@@ -345,8 +345,8 @@ def check_compute_optimal_values(compute_optimal):
             out = _pair(_call(compute_optimal, C, dict(p), what=what), what)
             n, d = (_num(v, f"{what}[{i}]") for i, v in enumerate(out))
             n_ref, d_ref = _opt_ref(C, p)
-            if not (_near(n, n_ref, 1e-6) and _near(d, d_ref, 1e-6)):
-                why = _match((n, d), _opt_variants(C, p), 1e-6)
+            if not (_near(n, n_ref, 1e-4) and _near(d, d_ref, 1e-4)):
+                why = _match((n, d), _opt_variants(C, p), 1e-3)
                 raise AssertionError(
                     f"{what} returned (N_opt, D_opt) = ({n:.5g}, {d:.5g}), expected ({n_ref:.5g}, {d_ref:.5g})"
                     + (f": {why}" if why else ": see the paper's eq. 4"))
@@ -361,7 +361,7 @@ def check_compute_optimal_arrays(compute_optimal):
     for name, v, ref in (("N_opt", out[0], n_ref), ("D_opt", out[1], d_ref)):
         v = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
         assert v.shape == (4,), f"{what}: {name} has shape {v.shape}, expected (4,), one per budget"
-        assert np.allclose(v, ref, rtol=1e-6, atol=0), f"{what}: {name} is wrong for some budgets"
+        assert np.allclose(v, ref, rtol=1e-4, atol=0), f"{what}: {name} is wrong for some budgets"
 
 
 # ----------------------------------------------------------------------------- isoflop_minimum
@@ -407,8 +407,8 @@ def check_isoflop_values(isoflop_minimum):
             got = _num(_call(isoflop_minimum, nn, ll, what=what), what)
             vx, _ = _parabola_vertex(np.log(N), L)
             want = math.exp(vx)
-            if not _near(got, want, 1e-5):
-                why = _match((got,), {k: (v,) for k, v in _iso_variants(N, L).items()}, 1e-5)
+            if not _near(got, want, 1e-2):          # float32 normal equations are this far off
+                why = _match((got,), {k: (v,) for k, v in _iso_variants(N, L).items()}, 1e-2)
                 raise AssertionError(f"{what} returned {got:.6g}, expected {want:.6g}"
                                      + (f": {why}" if why else ": fit L = c2 x² + c1 x + c0 with x = log N "
                                                                "by least squares; N_opt = exp(-c1 / (2 c2))"))
