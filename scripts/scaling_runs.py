@@ -47,6 +47,9 @@ EVAL_ITERS = 16                              # batches per validation point
 
 SMOKE_SIZES = [(1, 16, 2), (1, 24, 2), (2, 32, 2)]
 SMOKE_BUDGETS = [2e9, 4e9]
+# a small grid for writing the chapters' analysis before the real one has run (minutes; not shipped)
+MINI_SIZES = [(1, 16, 2), (1, 24, 2), (2, 32, 2), (2, 48, 4), (3, 64, 4), (4, 80, 4)]
+MINI_BUDGETS = [3e10, 9e10, 2.7e11, 8.1e11]
 
 
 def lr_for(n_embd: int) -> float:
@@ -183,13 +186,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--estimate", action="store_true", help="measure and print the plan and times, train nothing")
-    ap.add_argument("--smoke", action="store_true", help="a 6-run grid of tiny budgets (seconds)")
+    ap.add_argument("--smoke", action="store_true", help="a 4-run grid of tiny budgets (seconds)")
+    ap.add_argument("--mini", action="store_true", help="a 16-run grid of small budgets (minutes; not shipped)")
     ap.add_argument("--only", type=int, default=None, help="run at most this many of the missing runs, then stop")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    grid = ({"sizes": SMOKE_SIZES, "budgets": SMOKE_BUDGETS, "per_budget": 2, "centre": CENTRE} if args.smoke else
-            {"sizes": SIZES, "budgets": BUDGETS, "per_budget": PER_BUDGET, "centre": CENTRE})
+    if args.smoke:
+        grid = {"sizes": SMOKE_SIZES, "budgets": SMOKE_BUDGETS, "per_budget": 2, "centre": CENTRE}
+    elif args.mini:
+        grid = {"sizes": MINI_SIZES, "budgets": MINI_BUDGETS, "per_budget": 4, "centre": CENTRE}
+    else:
+        grid = {"sizes": SIZES, "budgets": BUDGETS, "per_budget": PER_BUDGET, "centre": CENTRE}
     runs = plan(**grid)
     est, wall = estimate(runs, args.workers)
     print(f"{len(runs)} runs on {len(grid['budgets'])} budgets; FLOPs = 6 N D + 6 n_layer n_ctx d_model D")
