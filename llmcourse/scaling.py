@@ -265,3 +265,71 @@ def non_embedding_params(n_layer: int, n_embd: int, bias: bool = True) -> int:
     d = n_embd
     per_block = 12 * d * d + (13 * d if bias else 2 * d)      # 9d biases of the Linears, 2 LayerNorms
     return n_layer * per_block + (2 * d if bias else d)
+
+
+# ----------------------------------------------------------------------------- the shipped grid
+
+
+def load_runs(name: str = "scaling_runs.json") -> dict:
+    """The grid of ``scripts/scaling_runs.py`` shipped in ``llmcourse/data`` (``{"meta", "runs"}``)."""
+    import json
+
+    from .data import data_path
+
+    path = data_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is not in llmcourse/data: run scripts/scaling_runs.py to make it")
+    return json.loads(path.read_text())
+
+
+def analyse_grid(runs: list[dict], n_envelope: int = 40) -> dict:
+    """The paper's three approaches on a grid of runs (each with ``budget``, ``N``, ``D``,
+    ``final_loss`` and a ``curve`` of ``flops``, ``tokens``, ``val_loss``).
+
+    - approach 1: :func:`envelope` of every curve at ``n_envelope`` FLOP counts, the best run's
+      N and tokens there, and power laws ``N_opt ∝ C^a``, ``D_opt ∝ C^b`` fitted to them;
+    - approach 2: :func:`isoflop_minimum` at each budget; D_opt read off the budget's runs
+      (log D interpolated against log N, since a run's FLOPs include attention); power laws;
+    - approach 3: :func:`fit_chinchilla` on every run's final (N, D, loss), and eq. 4's exponents
+      ``a = beta / (alpha + beta)``, ``b = alpha / (alpha + beta)``.
+    """
+    out: dict = {}
+    budgets = sorted({r["budget"] for r in runs})
+    curves = [{"N": r["N"], "flops": r["curve"]["flops"], "loss": r["curve"]["val_loss"],
+               "tokens": r["curve"]["tokens"]} for r in runs]
+    lo = min(c["flops"][1] for c in curves)
+    hi = max(c["flops"][-1] for c in curves)
+    env = envelope(curves, np.geomspace(lo, hi, n_envelope))
+    env["D"] = np.array([np.exp(np.interp(np.log(f), np.log(curves[i]["flops"]), np.log(curves[i]["tokens"])))
+                         for f, i in zip(env["flops"], env["run"])])
+    distinct = len(np.unique(env["N"])) >= 2
+    out["approach1"] = {**env, "a": fit_power_law(env["flops"], env["N"])[1] if distinct else float("nan"),
+                        "b": fit_power_law(env["flops"], env["D"])[1] if distinct else float("nan")}
+    profiles = []
+    for C in budgets:
+        at = sorted((r for r in runs if r["budget"] == C), key=lambda r: r["N"])
+        N = np.array([r["N"] for r in at], dtype=np.float64)
+        L = np.array([r["final_loss"] for r in at], dtype=np.float64)
+        D = np.array([r["D"] for r in at], dtype=np.float64)
+        try:
+            n_opt = isoflop_minimum(N, L)
+            parabola = isoflop_parabola(N, L)
+        except ValueError:
+            n_opt, parabola = float("nan"), None
+        d_opt = float(np.exp(np.interp(np.log(n_opt), np.log(N), np.log(D),
+                                       left=np.nan, right=np.nan))) if math.isfinite(n_opt) else float("nan")
+        profiles.append({"C": C, "N": N, "D": D, "loss": L, "N_opt": n_opt, "D_opt": d_opt, "parabola": parabola,
+                         "inside": bool(N[0] <= n_opt <= N[-1]) if math.isfinite(n_opt) else False})
+    ok = [p for p in profiles if p["inside"] and math.isfinite(p["D_opt"])]
+    out["approach2"] = {"profiles": profiles,
+                        "a": fit_power_law([p["C"] for p in ok], [p["N_opt"] for p in ok])[1] if len(ok) >= 2 else
+                        float("nan"),
+                        "b": fit_power_law([p["C"] for p in ok], [p["D_opt"] for p in ok])[1] if len(ok) >= 2 else
+                        float("nan")}
+    N = np.array([r["N"] for r in runs], dtype=np.float64)
+    D = np.array([r["D"] for r in runs], dtype=np.float64)
+    L = np.array([r["final_loss"] for r in runs], dtype=np.float64)
+    fit = fit_chinchilla(N, D, L)
+    s = fit["alpha"] + fit["beta"]
+    out["approach3"] = {"params": fit, "a": fit["beta"] / s, "b": fit["alpha"] / s}
+    return out

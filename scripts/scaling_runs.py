@@ -35,12 +35,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "llmcourse" / "data" / "scaling_runs.json"
 
-# (n_layer, n_embd, n_head): non-embedding parameters from about 7 thousand to 1.5 million
-SIZES = [(1, 24, 2), (2, 32, 2), (2, 48, 4), (3, 64, 4), (4, 80, 4), (4, 112, 4), (5, 144, 4), (6, 176, 4),
-         (7, 208, 4)]
+# (n_layer, n_embd, n_head): non-embedding parameters from about 3 thousand to 3.7 million
+SIZES = [(1, 16, 2), (1, 24, 2), (2, 32, 2), (2, 48, 4), (3, 64, 4), (4, 80, 4), (4, 112, 4), (5, 144, 4),
+         (6, 176, 4), (7, 208, 4)]
 BUDGETS = [1e12, 3e12, 9e12, 2.7e13]       # FLOPs
 PER_BUDGET = 6                               # sizes per budget: the 6 consecutive SIZES centred on ...
-CENTRE = 30.0                                # ... the size that would see about 30 tokens per parameter
+CENTRE = 150.0                               # ... the size that would see about 150 tokens per parameter
+# (not the paper's 20: on the --mini grid, 3e10 to 8e11 FLOPs, the smallest model of every budget won,
+# at 150 to 300 tokens per parameter; models trained for a few hundred steps lose at this scale)
 BATCH, BLOCK = 16, 128                       # 2,048 tokens a step
 EVALS = 8                                    # validation points along each run (and the last step)
 EVAL_ITERS = 16                              # batches per validation point

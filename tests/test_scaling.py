@@ -190,3 +190,30 @@ def test_non_embedding_params_match_the_model():
 def test_training_flops():
     assert training_flops(1000, 2, 32, 128, 10) == 10 * (6 * 1000 + 6 * 2 * 128 * 32)
     assert training_flops(1000, 2, 32, 128, np.array([1, 2])).shape == (2,)
+
+
+def _synthetic_grid(params, budgets=(1e15, 1e16, 1e17, 1e18), per=7):
+    runs = []
+    for C in budgets:
+        n_opt, _ = compute_optimal(C, params)
+        for N in n_opt * np.geomspace(1 / 8, 8, per):
+            D = C / (6 * N)
+            tokens = np.geomspace(D / 100, D, 30)
+            runs.append({"budget": C, "N": float(N), "D": float(D), "final_loss": chinchilla_loss(N, D, params),
+                         "curve": {"flops": list(6 * N * tokens), "tokens": list(tokens),
+                                   "val_loss": list(chinchilla_loss(N, tokens, params))}})
+    return runs
+
+
+def test_analyse_grid_recovers_the_three_approaches_on_synthetic_runs():
+    from llmcourse.scaling import analyse_grid
+
+    res = analyse_grid(_synthetic_grid(TRUE))
+    a_true = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+    assert all(rel(res["approach3"]["params"][k], TRUE[k]) < 1e-3 for k in TRUE)
+    assert abs(res["approach3"]["a"] - a_true) < 1e-3
+    for p in res["approach2"]["profiles"]:                 # each vertex near eq. 4's optimum
+        assert p["inside"] and rel(p["N_opt"], compute_optimal(p["C"], TRUE)[0]) < 0.1   # a parabola, not eq. 2
+        assert rel(p["D_opt"], compute_optimal(p["C"], TRUE)[1]) < 0.1
+    assert abs(res["approach2"]["a"] - a_true) < 0.02 and abs(res["approach2"]["b"] - (1 - a_true)) < 0.02
+    assert abs(res["approach1"]["a"] - a_true) < 0.1       # coarse: the best of 7 sizes a budget
