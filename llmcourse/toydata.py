@@ -198,16 +198,24 @@ def filler_sentences(n: int, rng: random.Random, n_words: int = 200) -> list[str
     return out
 
 
-def canary_stream(n_lines: int, counts: list[int], length: int = 24, seed: int = 0) -> tuple[str, list[Canary]]:
+def canary_stream(n_lines: int, counts: list[int], length: int = 24, seed: int = 0,
+                  burst: int | None = None) -> tuple[str, list[Canary]]:
     """One training stream: ``n_lines`` filler sentences with canary ``i`` inserted ``counts[i]``
-    times at random line positions (``counts`` all 1: a deduplicated corpus). Returns the text
-    and the canaries with the character offset of every copy, in stream order."""
+    times at random line positions (``counts`` all 1: a deduplicated corpus); with ``burst``,
+    the copies of each canary fall within ``burst`` lines of one random position, so that each
+    canary has a place in the training order. Returns the text and the canaries with the
+    character offset of every copy, in stream order."""
     rng = random.Random(seed)
     lines: list[str | int] = list(filler_sentences(n_lines, rng))
     texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length)) for _ in counts]
     for i, c in enumerate(counts):
+        centre = rng.randrange(len(lines) + 1)
         for _ in range(c):
-            lines.insert(rng.randrange(len(lines) + 1), i)
+            if burst is None:
+                pos = rng.randrange(len(lines) + 1)
+            else:
+                pos = min(len(lines), max(0, centre + rng.randrange(-burst // 2, burst // 2 + 1)))
+            lines.insert(pos, i)
     canaries = [Canary(t, c, []) for t, c in zip(texts, counts)]
     parts, pos = [], 0
     for item in lines:

@@ -104,6 +104,9 @@ def test_canary_stream_offsets_counts_and_dedup():
     text2, can2 = canary_stream(2000, [1, 1, 1, 1], seed=5)
     assert all(text2.count(c.line) == 1 for c in can2)
     assert canary_stream(2000, [1, 2, 4, 8], seed=5)[0] == text
+    text3, can3 = canary_stream(2000, [4] * 6, seed=5, burst=20)             # copies close together
+    assert all(max(c.offsets) - min(c.offsets) < 40 * 60 for c in can3)
+    assert max(c.offsets[0] for c in can3) - min(c.offsets[0] for c in can3) > len(text3) / 4
 
 
 def test_ordered_batches_fixed_order_and_step_of_offset():
