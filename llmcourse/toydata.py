@@ -199,15 +199,26 @@ def filler_sentences(n: int, rng: random.Random, n_words: int = 200) -> list[str
 
 
 def canary_stream(n_lines: int, counts: list[int], length: int = 24, seed: int = 0,
-                  burst: int | None = None) -> tuple[str, list[Canary]]:
+                  burst: int | None = None, words: bool = False) -> tuple[str, list[Canary]]:
     """One training stream: ``n_lines`` filler sentences with canary ``i`` inserted ``counts[i]``
     times at random line positions (``counts`` all 1: a deduplicated corpus); with ``burst``,
     the copies of each canary fall within ``burst`` lines of one random position, so that each
-    canary has a place in the training order. Returns the text and the canaries with the
-    character offset of every copy, in stream order."""
+    canary has a place in the training order. A canary is ``length`` random letters, or with
+    ``words`` the filler's own words in a random order cut to ``length`` characters (lower
+    entropy, closer to the natural text a real model memorises). Returns the text and the
+    canaries with the character offset of every copy, in stream order."""
     rng = random.Random(seed)
     lines: list[str | int] = list(filler_sentences(n_lines, rng))
-    texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length)) for _ in counts]
+    vocab = invent_names(200, random.Random(1234))
+    if words:
+        texts = []
+        for _ in counts:
+            t = ""
+            while len(t) < length:
+                t += rng.choice(vocab) + " "
+            texts.append(t[:length])
+    else:
+        texts = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(length)) for _ in counts]
     for i, c in enumerate(counts):
         centre = rng.randrange(len(lines) + 1)
         for _ in range(c):

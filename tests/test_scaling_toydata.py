@@ -104,6 +104,8 @@ def test_canary_stream_offsets_counts_and_dedup():
     text2, can2 = canary_stream(2000, [1, 1, 1, 1], seed=5)
     assert all(text2.count(c.line) == 1 for c in can2)
     assert canary_stream(2000, [1, 2, 4, 8], seed=5)[0] == text
+    text4, can4 = canary_stream(500, [2, 2], length=30, seed=5, words=True)   # canaries of the filler's words
+    assert all(len(c.text) == 30 and text4.count(c.line) == 2 and " " in c.text for c in can4)
     text3, can3 = canary_stream(2000, [4] * 6, seed=5, burst=20)             # copies close together
     assert all(max(c.offsets) - min(c.offsets) < 40 * 60 for c in can3)
     assert max(c.offsets[0] for c in can3) - min(c.offsets[0] for c in can3) > len(text3) / 4
