@@ -269,6 +269,34 @@ def memorised(model, tok: CharTokenizer, canaries: list[Canary], prefix: int = 8
     return [g == c.text[prefix:] for g, c in zip(got, canaries)]
 
 
+@torch.no_grad()
+def memorised_in_window(model, tok: CharTokenizer, ids: torch.Tensor, canaries: list[Canary], block_size: int,
+                        prefix: int = 8) -> list[bool | None]:
+    """Memorisation as Pythia measures it, in the context the model was trained in: for each
+    canary's first copy, the prompt is the stream from the start of its training window
+    (:func:`ordered_batches` cuts the stream into fixed windows of ``block_size``) up to the
+    canary's first ``prefix`` characters; memorised when greedy decoding gives the rest exactly.
+    ``None`` for a canary that straddles two windows (its end was never seen with its start).
+    A prompt out of context (:func:`memorised`) finds far less: a model with learned positions
+    recalls a sequence where it saw it."""
+    was_training = model.training
+    model.eval()
+    out: list[bool | None] = []
+    for c in canaries:
+        o = c.offsets[0]
+        w = o // block_size * block_size
+        if o + len(c.line) > w + block_size:
+            out.append(None)
+            continue
+        x = ids[w:o + len("code ") + prefix][None]
+        k = len(c.text) - prefix
+        for _ in range(k):
+            x = torch.cat([x, model(x)[0][:, -1].argmax(-1, keepdim=True)], dim=1)
+        out.append(tok.decode(x[0, -k:]) == c.text[prefix:])
+    model.train(was_training)
+    return out
+
+
 # ----------------------------------------------------------------------------- chapter 16: operand frequency
 
 

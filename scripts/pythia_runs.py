@@ -9,8 +9,8 @@ checkpoints each. The four findings the course tests at toy scale, each on the c
    number of training tokens; validation loss on fresh lines of the same kind.
 2. ``memorisation`` (section 3.1; "Emergent and Predictable Memorization", arXiv:2304.11158):
    one fixed order (``llmcourse.toydata.ordered_batches``) over a stream with canaries, each
-   repeated a few times within one place of the order; at checkpoints, which canaries a model
-   completes from their prefix, against where in training they were seen.
+   seen once a pass, for many passes; at checkpoints, which canaries the model completes in
+   their training context (``memorised_in_window``), against their place in the order.
 3. ``frequency`` (section 3.3, after Razeghi et al. 2022): additions whose first operand follows a
    Zipf law; accuracy on held-out pairs, operand by operand, against the operand's count.
 4. ``batch`` (section 2.1: Pythia's 1,024-sequence batches, larger than comparable models', trained
@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "llmcourse" / "data" / "pythia_runs.json"
 SHAPE = {"n_layer": 2, "n_embd": 64, "n_head": 4}
 FULL = {"shape": SHAPE, "block_size": 64, "batch_size": 32, "lr": 3e-3, "dedup_lines": 12000, "dedup_steps": 1500,
-        "mem_lines": 20000, "mem_canaries": 48, "mem_copies": 6, "mem_checkpoints": 8, "freq_lines": 40000,
+        "mem_lines": 1000, "mem_canaries": 120, "mem_passes": 100, "mem_checkpoints": 8, "freq_lines": 40000,
         "freq_steps": 2500, "freq_eval_b": 30, "batch_steps": 2000, "batch_sizes": [16, 32], "seed": 0}
-SMOKE = {**FULL, "dedup_lines": 300, "dedup_steps": 12, "mem_lines": 300, "mem_canaries": 4, "mem_copies": 2,
+SMOKE = {**FULL, "dedup_lines": 300, "dedup_steps": 12, "mem_lines": 300, "mem_canaries": 4, "mem_passes": 2,
          "mem_checkpoints": 2, "freq_lines": 400, "freq_steps": 10, "freq_eval_b": 2, "batch_steps": 12}
 EXPERIMENTS = ("dedup", "memorisation", "frequency", "batch")
 
@@ -113,23 +113,28 @@ def dedup(s) -> dict:
 
 
 def memorisation(s) -> dict:
-    from llmcourse.toydata import canary_stream, memorised, ordered_batches, step_of_offset, toy_tokenizer
+    """Canaries seen once a pass, ``mem_passes`` passes over one fixed order; at checkpoints,
+    which ones the model completes in their training context, against their place in a pass."""
+    from llmcourse.toydata import canary_stream, memorised_in_window, ordered_batches, step_of_offset, toy_tokenizer
 
     tok = toy_tokenizer()
-    text, canaries = canary_stream(s["mem_lines"], [s["mem_copies"]] * s["mem_canaries"], seed=s["seed"], burst=40)
+    text, canaries = canary_stream(s["mem_lines"], [1] * s["mem_canaries"], seed=s["seed"])
     ids = tok.encode(text)
-    steps = (len(ids) - 1) // s["block_size"] // s["batch_size"]             # one pass, in one fixed order
+    per_pass = (len(ids) - 1) // s["block_size"] // s["batch_size"]
+    steps = per_pass * s["mem_passes"]
     model = _model(s, tok.vocab_size, s["seed"])
     record = {"step": [], "memorised": []}
 
     def check(step):
         record["step"].append(step)
-        record["memorised"].append(memorised(model, tok, canaries))
+        record["memorised"].append(memorised_in_window(model, tok, ids, canaries, s["block_size"]))
 
     _train(model, ordered_batches(ids, s["batch_size"], s["block_size"]), steps, s["lr"],
            max(1, steps // s["mem_checkpoints"]), check)
-    seen = [[step_of_offset(o, len(ids), s["batch_size"], s["block_size"]) for o in c.offsets] for c in canaries]
-    return {"steps": steps, "canaries": [c.text for c in canaries], "seen_at_steps": seen, **record}
+    return {"steps": steps, "steps_per_pass": per_pass, "canaries": [c.text for c in canaries],
+            "place_in_pass": [c.offsets[0] / len(ids) for c in canaries],
+            "seen_at_step_of_pass": [step_of_offset(c.offsets[0], len(ids), s["batch_size"], s["block_size"])
+                                     for c in canaries], **record}
 
 
 def frequency(s) -> dict:

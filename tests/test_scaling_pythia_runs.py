@@ -19,8 +19,8 @@ def test_smoke_run_of_the_four_experiments(tmp_path, capsys):
     dd = d["dedup"]
     assert dd["duplicated"]["chars"] > dd["deduplicated"]["chars"] and len(dd["deduplicated"]["val_loss"]) >= 2
     m = d["memorisation"]
-    assert len(m["seen_at_steps"]) == 4 and all(len(s) == 2 for s in m["seen_at_steps"])
-    assert all(0 <= st < m["steps"] for s in m["seen_at_steps"] for st in s)
+    assert len(m["seen_at_step_of_pass"]) == 4 and all(0 <= st <= m["steps_per_pass"] for st in m["seen_at_step_of_pass"])
+    assert m["steps"] == 2 * m["steps_per_pass"] and all(0 <= p < 1 for p in m["place_in_pass"])
     assert len(m["memorised"]) == len(m["step"]) >= 2 and all(len(x) == 4 for x in m["memorised"])
     f = d["frequency"]
     assert len(f["count"]) == len(f["accuracy"]) == 100 and sum(f["count"]) == 400

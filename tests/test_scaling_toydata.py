@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from llmcourse.gpt import GPT, GPTConfig
 from llmcourse.toydata import (FAMILIES, accuracy, canary_stream, frequency_arithmetic, gopher_corpus, gopher_eval,
-                               greedy_complete, make_world, memorised, ordered_batches, step_of_offset,
+                               greedy_complete, make_world, memorised, memorised_in_window, ordered_batches,
+                               step_of_offset,
                                toy_tokenizer, zipf_operand_weights)
 
 TOK = toy_tokenizer()
@@ -137,6 +138,22 @@ def test_memorised():
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
     assert memorised(m, TOK, can) == [False, False]
+
+
+def test_memorised_in_window():
+    text, can = canary_stream(400, [1] * 12, seed=3)
+    ids = TOK.encode(text)
+    got = memorised_in_window(Oracle(text), TOK, ids, can, block_size=64)
+    for c, g in zip(can, got):
+        o = c.offsets[0]
+        if o // 64 != (o + len(c.line) - 1) // 64:
+            assert g is None                                 # straddles two windows
+        else:
+            assert g is True
+    assert any(g is None for g in got) and any(g is True for g in got)
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=TOK.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    assert not any(memorised_in_window(m, TOK, ids, can, block_size=64))
 
 
 def test_frequency_arithmetic():
