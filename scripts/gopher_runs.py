@@ -10,10 +10,12 @@ family was trained on the same 300B tokens), and greedy-completion accuracy per 
 checkpoints: facts that were in the training data, and sums and maxima of operand pairs that
 were held out of it.
 
-    .venv/bin/python scripts/gopher_runs.py                 # writes llmcourse/data/gopher_runs.json
+    .venv/bin/python scripts/gopher_runs.py --jobs 2        # writes llmcourse/data/gopher_runs.json
     .venv/bin/python scripts/gopher_runs.py --smoke --out /tmp/g.json
 
-Resumable: a size already in the output file (same settings) is skipped.
+Resumable: a size already in the output file (same settings) is skipped. With ``--jobs 2`` the
+sizes train in two one-thread worker processes, the largest first, and the file is written when
+they are all done; with ``--jobs 1`` after each size.
 """
 from __future__ import annotations
 
@@ -81,10 +83,16 @@ def run_size(shape, s: dict) -> dict:
             "record": record, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _run_job(job):
+    shape, s = job
+    return run_size(shape, s)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     s, sizes = (SMOKE, SMOKE_SIZES) if args.smoke else (SETTINGS, SIZES)
@@ -92,18 +100,30 @@ def main(argv=None) -> int:
     if data.get("settings") != s:
         data = {"settings": s, "runs": []}
     done = {(r["n_layer"], r["n_embd"], r["n_head"]) for r in data["runs"]}
+    todo = [tuple(shape) for shape in sizes if tuple(shape) not in done]
     for shape in sizes:
         if tuple(shape) in done:
             print(f"{shape}: already in {args.out}")
-            continue
-        r = run_size(shape, s)
+    todo.sort(key=lambda shape: -shape[0] * shape[1] ** 2)          # the largest first: a better packing
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        from llmcourse.train import run_jobs
+
+        results = run_jobs(_run_job, [(shape, s) for shape in todo], args.jobs)
+    else:
+        results = (_run_job((shape, s)) for shape in todo)
+    for r in results:
         data["runs"].append(r)
+        data["runs"].sort(key=lambda r: r["N"])
         data["note"] = ("accuracy by greedy completion of 200 prompts a family; the facts were in the training "
                         "data, the addition and comparison operand pairs were held out of it")
+        data["jobs"] = args.jobs
+        data["wall_seconds_last_invocation"] = round(time.perf_counter() - t0, 1)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1))
         last = {f: r["record"][f][-1] for f in ("facts", "addition", "comparison")}
-        print(f"{shape}: N = {r['N']:,}, {r['seconds']:.0f} s, final accuracy {last}", flush=True)
+        print(f"{(r['n_layer'], r['n_embd'], r['n_head'])}: N = {r['N']:,}, {r['seconds']:.0f} s, "
+              f"final accuracy {last}", flush=True)
     return 0
 
 
