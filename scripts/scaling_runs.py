@@ -38,7 +38,7 @@ DEFAULT_OUT = REPO / "llmcourse" / "data" / "scaling_runs.json"
 # (n_layer, n_embd, n_head): non-embedding parameters from about 3 thousand to 3.7 million
 SIZES = [(1, 16, 2), (1, 24, 2), (2, 32, 2), (2, 48, 4), (3, 64, 4), (4, 80, 4), (4, 112, 4), (5, 144, 4),
          (6, 176, 4), (7, 208, 4)]
-BUDGETS = [1e12, 3e12, 9e12, 2.7e13]       # FLOPs
+BUDGETS = [3e11, 1e12, 3e12, 9e12]       # FLOPs
 PER_BUDGET = 6                               # sizes per budget: the 6 consecutive SIZES centred on ...
 CENTRE = 150.0                               # ... the size that would see about 150 tokens per parameter
 # (not the paper's 20: on the --mini grid, 3e10 to 8e11 FLOPs, the smallest model of every budget won,
