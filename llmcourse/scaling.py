@@ -286,7 +286,8 @@ def analyse_grid(runs: list[dict], n_envelope: int = 40) -> dict:
     """The paper's three approaches on a grid of runs (each with ``budget``, ``N``, ``D``,
     ``final_loss`` and a ``curve`` of ``flops``, ``tokens``, ``val_loss``).
 
-    - approach 1: :func:`envelope` of every curve at ``n_envelope`` FLOP counts, the best run's
+    - approach 1: :func:`envelope` of every curve at ``n_envelope`` FLOP counts (up to the end of the
+      shortest run of the largest budget), the best run's
       N and tokens there, and power laws ``N_opt ∝ C^a``, ``D_opt ∝ C^b`` fitted to them;
     - approach 2: :func:`isoflop_minimum` at each budget; D_opt read off the budget's runs
       (log D interpolated against log N, since a run's FLOPs include attention); power laws;
@@ -298,7 +299,9 @@ def analyse_grid(runs: list[dict], n_envelope: int = 40) -> dict:
     curves = [{"N": r["N"], "flops": r["curve"]["flops"], "loss": r["curve"]["val_loss"],
                "tokens": r["curve"]["tokens"]} for r in runs]
     lo = min(c["flops"][1] for c in curves)
-    hi = max(c["flops"][-1] for c in curves)
+    # up to where every run of the largest budget has arrived: a run whose step count rounds up ends a little
+    # beyond the others, and past their ends it would be the envelope alone (and not for being better)
+    hi = min(c["flops"][-1] for c, r in zip(curves, runs) if r["budget"] == budgets[-1])
     env = envelope(curves, np.geomspace(lo, hi, n_envelope))
     env["D"] = np.array([np.exp(np.interp(np.log(f), np.log(curves[i]["flops"]), np.log(curves[i]["tokens"])))
                          for f, i in zip(env["flops"], env["run"])])

@@ -217,3 +217,18 @@ def test_analyse_grid_recovers_the_three_approaches_on_synthetic_runs():
         assert rel(p["D_opt"], compute_optimal(p["C"], TRUE)[1]) < 0.1
     assert abs(res["approach2"]["a"] - a_true) < 0.02 and abs(res["approach2"]["b"] - (1 - a_true)) < 0.02
     assert abs(res["approach1"]["a"] - a_true) < 0.1       # coarse: the best of 7 sizes a budget
+
+
+def test_analyse_grid_envelope_stops_where_the_largest_budget_ends():
+    """A run whose step count rounds up ends slightly past its budget; past the other runs' ends it must not
+    become the envelope (the shipped grid's largest model did, at the last FLOP count, before this was fixed)."""
+    from llmcourse.scaling import analyse_grid
+
+    runs = _synthetic_grid(TRUE)
+    top = max(r["budget"] for r in runs)
+    worst = max((r for r in runs if r["budget"] == top), key=lambda r: r["final_loss"])
+    worst["curve"]["flops"] = [f * 1.001 for f in worst["curve"]["flops"]]      # ends 0.1% past the budget
+    env = analyse_grid(runs)["approach1"]
+    ends = [r["curve"]["flops"][-1] for r in runs if r["budget"] == top and r is not worst]
+    assert env["flops"][-1] <= min(ends) * (1 + 1e-12)
+    assert runs.index(worst) not in set(env["run"][-3:].tolist())
