@@ -11,7 +11,12 @@ checkpoints: facts that were in the training data, and sums and maxima of operan
 were held out of it.
 
     .venv/bin/python scripts/gopher_runs.py --jobs 2        # writes llmcourse/data/gopher_runs.json
+    .venv/bin/python scripts/gopher_runs.py --jobs 2 --entities 1024 --out llmcourse/data/gopher_runs_large.json
     .venv/bin/python scripts/gopher_runs.py --smoke --out /tmp/g.json
+
+The default world has 64 entities (256 facts, about 690 readings of each over the run), which
+every model from 100 thousand parameters recalls entirely; ``--entities 1024`` (4,096 facts,
+about 45 readings each) is a world too large for the smaller models to hold.
 
 Resumable: a size already in the output file (same settings) is skipped. With ``--jobs 2`` the
 sizes train in two one-thread worker processes, the largest first, and the file is written when
@@ -46,7 +51,7 @@ def run_size(shape, s: dict) -> dict:
 
     torch.set_num_threads(1)
     tok = toy_tokenizer()
-    world = make_world(seed=s["world_seed"])
+    world = make_world(n_entities=s.get("n_entities", 64), seed=s["world_seed"])
     ids = tok.encode(gopher_corpus(world, s["n_lines"], seed=s["corpus_seed"]))
     evals = {f: gopher_eval(world, f, n=s["n_eval"]) for f in FAMILIES}
     n_layer, n_embd, n_head = shape
@@ -93,9 +98,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, one torch thread each")
+    ap.add_argument("--entities", type=int, default=None, help="entities of the world (default 64)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     s, sizes = (SMOKE, SMOKE_SIZES) if args.smoke else (SETTINGS, SIZES)
+    if args.entities is not None:
+        s = {**s, "n_entities": args.entities}
     data = json.loads(args.out.read_text()) if args.out.is_file() else {"settings": s, "runs": []}
     if data.get("settings") != s:
         data = {"settings": s, "runs": []}
