@@ -2,7 +2,7 @@
 
 Each assignment's hidden test cells, the very ones that grade learners, run here on the
 package's implementation: the module's source (``llmcourse.attention``, ``llmcourse.peft``,
-``llmcourse.rl.core``, ``llmcourse.scaling``) is pasted in place of the learner's cells, as a learner who copied it
+``llmcourse.rl.core``) is pasted in place of the learner's cells, as a learner who copied it
 would submit it, and the notebook is run in-process by :meth:`nbgrader_harness.Catalogue.run`.
 Pasted, the code no longer lives in the package's file, so the checks' ban on calling the
 course's own modules (a ban by source file) does not apply, while every other rule does
@@ -20,7 +20,6 @@ import test_autograder_attention
 import test_autograder_lora
 import test_autograder_masking
 import test_autograder_ppo
-import test_autograder_scaling_laws
 
 # assignment -> (its catalogue, the package module that implements it, hidden tests of what the package lacks)
 CASES = {
@@ -29,7 +28,6 @@ CASES = {
     "masking": (test_autograder_masking.CAT, "llmcourse.attention", {"test_attention_mask": "attention_mask"}),
     "lora": (test_autograder_lora.CAT, "llmcourse.peft", {}),
     "ppo": (test_autograder_ppo.CAT, "llmcourse.rl.core", {}),
-    "scaling_laws": (test_autograder_scaling_laws.CAT, "llmcourse.scaling", {}),
 }
 
 
