@@ -136,6 +136,7 @@ REFERENCE_WORDS = {
     "setting", "settings", "stage", "phase", "book", "books", "issue", "line", "lines", "page", "pages",
     "row", "rows", "column", "columns", "panel", "panels", "item", "items", "step", "paper", "papers",
     "layer", "layers", "head", "heads", "position", "positions", "epoch", "seed", "dim", "dimension",
+    "approach", "approaches",          # a paper's numbered methods: Hoffmann et al.'s approaches 1 to 3
 }
 VERSION_WORDS = {"python", "torch", "pytorch", "numpy", "version", "versions", "gymnasium", "nbgrader",
                  "jupyter-book", "sphinx", "matplotlib", "v", "release", "myst-nb", "tqdm", "ubuntu",
@@ -687,6 +688,7 @@ MUST_PASS = [
     "a 6-layer model with 4 heads, 2 encoder and 2 decoder layers",
     "the first half of the text",
     "value ⟨role⟩ glued, ⟨math⟩ in math",
+    "approach 2's vertices agree with approaches 1 and 3",
 ]
 
 
