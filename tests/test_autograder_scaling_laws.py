@@ -76,11 +76,17 @@ WRONG = {
                                     "return float(log_a), float(b)"), [PL_V], "log(a)"),
     "power_law_log10_then_exp": (sub("power_law", POLYFIT, "b, log_a = np.polyfit(np.log10(x), np.log10(y), 1)"),
                                  [PL_V], "log10 and the natural log are mixed"),
+    # log10 on one side only (the blind test's mistakes; they got the generic message before)
+    "power_law_log10_of_x_only": (sub("power_law", POLYFIT, "b, log_a = np.polyfit(np.log10(x), np.log(y), 1)"),
+                                  [PL_V], "log10 on one side and the natural log on the other"),
+    "power_law_log10_of_y_only": (sub("power_law", POLYFIT, "b, log_a = np.polyfit(np.log(x), np.log10(y), 1)"),
+                                  [PL_V], "log10 on one side and the natural log on the other"),
     "power_law_linear_space": (sub("power_law", POLYFIT, "b, a = np.polyfit(x, y, 1)\n    log_a = np.log(a)"),
                                [PL_V], "linear space"),
     "power_law_y_not_logged": (sub("power_law", POLYFIT, "b, log_a = np.polyfit(np.log(x), y, 1)"),
                                [PL_V], "y was not logged"),
-    "power_law_no_positivity_check": (drop("power_law", "np.any(x <= 0)"), [PL_E], "a zero in x"),
+    # without the check a zero in x still raises (numpy's LinAlgError, a ValueError); a negative y does not
+    "power_law_no_positivity_check": (drop("power_law", "np.any(x <= 0)"), [PL_E], "a negative y"),
     "power_law_no_length_checks": (sub("power_law", "if x.ndim != 1 or y.ndim != 1 or len(x) != len(y):",
                                        "if x.ndim != 1 or y.ndim != 1:"), [PL_E], "x of length 3 and y of length 2"),
     "power_law_numpy_floats_of_tensor": (sub("power_law", "return float(np.exp(log_a)), float(b)",
@@ -398,6 +404,31 @@ CORRECT = {
                 if c2 <= 0:
                     raise ValueError("no minimum")
                 return math.exp(-c1 / (2 * c2))'''),
+    },
+    # blind test (a helper writing from the contract alone): numpy's LinAlgError and a learner's own
+    # class are ValueErrors; the check compared the class's name and failed them
+    "value_error_subclasses": {
+        "power_law": code('''
+            def fit_power_law(x, y):
+                x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+                if x.ndim != 1 or x.shape != y.shape or len(x) < 2:
+                    raise ValueError("two 1-D arrays of the same length, at least 2 points")
+                if np.any(x <= 0) or np.any(y <= 0):
+                    raise np.linalg.LinAlgError("values must be positive")
+                b, log_a = np.polyfit(np.log(x), np.log(y), 1)
+                return float(np.exp(log_a)), float(b)'''),
+        "isoflop": code('''
+            class NoMinimum(ValueError):
+                pass
+
+            def isoflop_minimum(N, L):
+                x, y = np.log(np.asarray(N, dtype=float)), np.asarray(L, dtype=float)
+                if len(x) < 3:
+                    raise NoMinimum("three points at least")
+                c2, c1, _ = np.polyfit(x, y, 2)
+                if c2 <= 0:
+                    raise NoMinimum("the parabola opens downwards: no minimum")
+                return float(np.exp(-c1 / (2 * c2)))'''),
     },
 }
 

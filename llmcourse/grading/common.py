@@ -326,7 +326,8 @@ def call_learner(fn, *args, what: str = "your function", forbid: Forbidden | Non
 
     stdout and stderr are captured and warnings are silenced during the call, so a learner's
     print or warning does not make nbgrader fail the test cell. Exceptions raised by the
-    learner's code are re-raised as ``AssertionError("<what> raised X: ...")``; a call to
+    learner's code are re-raised as ``AssertionError("<what> raised X: ...")`` whose ``raised``
+    attribute is the exception's class; a call to
     anything in ``forbid``, or to any function of the grader, is an ``AssertionError`` that
     says the part gets no credit; so is any change to what the guard watches.
     """
@@ -374,8 +375,9 @@ def call_learner(fn, *args, what: str = "your function", forbid: Forbidden | Non
         if isinstance(e, NotImplementedError):
             hint = " (the stub `raise NotImplementedError()` is still there: replace it with your code)"
         detail = f": {e}" if str(e) else ""
-        raise AssertionError(f"{what} raised {type(e).__name__}{detail}{_learner_line(e.__traceback__)}"
-                             f"{hint}") from None
+        err = AssertionError(f"{what} raised {type(e).__name__}{detail}{_learner_line(e.__traceback__)}{hint}")
+        err.raised = type(e)          # a check that expects an exception tests the class, subclasses included
+        raise err from None
     if tampered:
         raise AssertionError(_tamper_message(what, tampered))
     if grader:
