@@ -1,6 +1,6 @@
 # llmcourse: two commands, each sets everything up first.
 #   make book   build the book into _build/html, every notebook executed
-#   make test   run every test, the strict book build included
+#   make test   run every test, the strict book build included (fast tier on 2 cores, then the slow tier)
 #   make fast   the quick check while working: the fast tier (no notebooks, nbgrader or book) on 2 cores
 VENV    ?= .venv
 PYTHON  ?= python3
@@ -26,8 +26,12 @@ book: setup
 	$(BOOK_ENV) $(VENV)/bin/jupyter-book build . --builder html -W -n --keep-going
 	@echo "open _build/html/index.html"
 
+# Every test: the fast tier on both cores (one torch thread per worker, as `make fast`), then the
+# slow tier (notebooks, nbgrader batches, the book build) in one process, whose tests time cells
+# and sandboxes and so run alone.
 test: setup
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -n 2
+	$(PY) -m pytest -m slow
 
 # One torch thread per worker: two workers of two threads each on 2 cores run far slower.
 fast: setup
