@@ -16,7 +16,7 @@ were held out of it.
 
 The default world has 64 entities (256 facts, about 690 readings of each over the run), which
 every model from 100 thousand parameters recalls entirely; ``--entities 1024`` (4,096 facts,
-about 45 readings each) is a world too large for the smaller models to hold.
+about 43 readings each, as chapter 14 computes) is a world too large for the smaller models to hold.
 
 Resumable: a size already in the output file (same settings) is skipped. With ``--jobs 2`` the
 sizes train in two one-thread worker processes, the largest first, and the file is written when

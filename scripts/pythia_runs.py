@@ -4,16 +4,16 @@ Biderman et al. (2023), "Pythia: A Suite for Analyzing Large Language Models Acr
 and Scaling", arXiv:2304.01373: 16 models trained on the same data in the same order, with 154
 checkpoints each. The four findings the course tests at toy scale, each on the course's GPT:
 
-1. ``dedup`` (Pythia section 2.1 and Appendix: the Pile against the deduplicated Pile): a corpus
+1. ``dedup`` (Pythia section 2.6 and Appendix G: the Pile against the deduplicated Pile): a corpus
    where a tenth of the lines is repeated ten times against the same unique lines only, the same
    number of training tokens; validation loss on fresh lines of the same kind.
-2. ``memorisation`` (section 3.1; "Emergent and Predictable Memorization", arXiv:2304.11158):
+2. ``memorisation`` (section 3.2; "Emergent and Predictable Memorization", arXiv:2304.11158):
    one fixed order (``llmcourse.toydata.ordered_batches``) over a stream with canaries, each
    seen once a pass, for many passes; at checkpoints, which canaries the model completes in
    their training context (``memorised_in_window``), against their place in the order.
 3. ``frequency`` (section 3.3, after Razeghi et al. 2022): additions whose first operand follows a
    Zipf law; accuracy on held-out pairs, operand by operand, against the operand's count.
-4. ``batch`` (section 2.1: Pythia's 1,024-sequence batches, larger than comparable models', trained
+4. ``batch`` (section 2.4: Pythia's 1,024-sequence batches, larger than comparable models', trained
    in about half the steps): the same model and tokens at batch 16 and 32; loss against steps and
    against tokens.
 
