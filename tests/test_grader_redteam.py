@@ -320,7 +320,6 @@ def test_rerun_skips_unchanged_and_forced_rerun_is_identical(graded):
     quick = sorted(set(graded["subs"]) - set(SLOW_TO_GRADE))
     assert len(quick) >= 15, quick                    # the honest ones, the crashes, the tampering, the files
     forced = run_grade(root, force=True, students=quick)
-    assert set(forced) == set(quick)
     first = {s: graded["first"][s] for s in quick}
     assert {s: scores(r) for s, r in forced.items()} == {s: scores(r) for s, r in first.items()}
     assert {s: r.status for s, r in forced.items()} == {s: r.status for s, r in first.items()}
